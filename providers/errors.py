@@ -1,0 +1,97 @@
+"""Errors of provider calls, mapped once at the HTTP boundary (``providers/http.py``).
+
+```
+ProviderError
+ ├─ RetriableError (retriable=True)
+ │   ├─ ProviderTimeout        no answer within the operation's timeout
+ │   ├─ ProviderUnavailable    connection refused/reset, 5xx
+ │   ├─ RateLimited            429 (``retry_after_s`` from Retry-After / reset headers)
+ │   └─ CircuitOpen            the breaker refused the call (later issue)
+ └─ PermanentError (retriable=False)
+     ├─ AuthFailed             401/403, or credentials that cannot be obtained
+     ├─ BadRequest             4xx other than 401/403/404/429
+     ├─ NotFound               404
+     ├─ NotAllowed             the request asks for an undeclared host, path or header
+     ├─ UnknownProvider        no provider of that name is configured
+     ├─ UnknownOperation       the provider declares no such operation
+     ├─ BodyTooLarge           request or response body over the configured limit
+     └─ InvalidResponse        the provider answered something we cannot parse
+```
+Each class has a ``reason``: the low-cardinality string used in results, dead letters and
+metric labels.
+"""
+
+from __future__ import annotations
+
+
+class ProviderError(Exception):
+    retriable: bool = False
+    reason: str = "provider_error"
+
+    def __init__(self, message: str, *, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+class RetriableError(ProviderError):
+    retriable = True
+    reason = "retriable_error"
+
+
+class ProviderTimeout(RetriableError):
+    reason = "timeout"
+
+
+class ProviderUnavailable(RetriableError):
+    reason = "unavailable"
+
+
+class RateLimited(RetriableError):
+    reason = "rate_limited"
+
+    def __init__(
+        self, message: str, *, http_status: int | None = 429, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message, http_status=http_status)
+        self.retry_after_s = retry_after_s
+
+
+class CircuitOpen(RetriableError):
+    reason = "circuit_open"
+
+
+class PermanentError(ProviderError):
+    retriable = False
+    reason = "permanent_error"
+
+
+class AuthFailed(PermanentError):
+    reason = "auth_failed"
+
+
+class BadRequest(PermanentError):
+    reason = "bad_request"
+
+
+class NotFound(PermanentError):
+    reason = "not_found"
+
+
+class NotAllowed(PermanentError):
+    reason = "not_allowed"
+
+
+class UnknownProvider(PermanentError):
+    reason = "unknown_provider"
+
+
+class UnknownOperation(PermanentError):
+    reason = "unknown_operation"
+
+
+class BodyTooLarge(PermanentError):
+    reason = "body_too_large"
+
+
+class InvalidResponse(PermanentError):
+    reason = "invalid_response"

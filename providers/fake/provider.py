@@ -1,0 +1,2 @@
+"""Placeholder until the fake provider lands."""
+FAKE_PROVIDER = None

@@ -1,0 +1,128 @@
+"""Pydantic mirrors of the Avro wire contract in ``schemas/avro/*.avsc``.
+
+The .avsc files are the contract; these models are how Python code reads and builds events.
+A contract test checks that each model and its schema agree field by field. Times are epoch
+milliseconds in ``*_ms`` fields (plain Avro ``long``), which keeps the hot path free of datetime
+conversion.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def now_ms() -> int:
+    """Wall-clock time in epoch milliseconds, the unit of every ``*_ms`` field."""
+    return time.time_ns() // 1_000_000
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RequestEvent(_Event):
+    """A request to call one operation of one provider, published by a service."""
+
+    request_id: str = Field(default_factory=new_request_id, min_length=1, max_length=128)
+    # Sent to providers that honour one, so a retried or replayed call is not charged twice.
+    idempotency_key: str = Field(default="", max_length=256)
+    tenant: str = Field(default="default", min_length=1, max_length=128)
+    provider: str = Field(min_length=1, max_length=128)
+    operation: str = Field(min_length=1, max_length=128)
+    # Path and query parameters, by the names the provider's operation declares.
+    params: dict[str, str] = Field(default_factory=dict)
+    body: bytes | None = None
+    content_type: str | None = None
+    # Extra request headers; only names on the operation's allow-list are ever sent.
+    headers: dict[str, str] = Field(default_factory=dict)
+    # 0 (lowest, prefetch) .. 9 (highest); 5 is normal traffic.
+    priority: int = Field(default=5, ge=0, le=9)
+    deadline_at_ms: int | None = None
+    created_at_ms: int = Field(default_factory=now_ms)
+    # Result topic for this request's outcome; the configured result topic when unset.
+    reply_to: str | None = None
+    # W3C trace context and similar propagation headers, carried through to the outcome.
+    trace: dict[str, str] = Field(default_factory=dict)
+    attempt: int = Field(default=1, ge=1)
+
+    def effective_idempotency_key(self) -> str:
+        return self.idempotency_key or self.request_id
+
+
+class ResultStatus(enum.StrEnum):
+    OK = "ok"
+    CACHED = "cached"
+    STALE = "stale"
+    FALLBACK = "fallback"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+class ResultEvent(_Event):
+    """The one outcome of a request that did not become a dead letter."""
+
+    request_id: str
+    idempotency_key: str = ""
+    tenant: str
+    provider: str
+    operation: str
+    status: ResultStatus
+    # The provider that actually answered (differs from ``provider`` after a fallback).
+    provider_used: str | None = None
+    http_status: int | None = None
+    body: bytes | None = None
+    content_type: str | None = None
+    # Selected response headers (rate-limit, request id, caching), never auth material.
+    headers: dict[str, str] = Field(default_factory=dict)
+    attempts: int = 0
+    latency_ms: float = 0.0
+    cost: float = 0.0
+    cache_tier: str | None = None
+    # Machine-readable reason for expired/rejected/failed (e.g. "quota_exceeded", "timeout").
+    reason: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    trace: dict[str, str] = Field(default_factory=dict)
+    created_at_ms: int = 0
+    completed_at_ms: int = Field(default_factory=now_ms)
+
+
+class AttemptRecord(_Event):
+    """One try at calling the provider, kept in a dead letter's history."""
+
+    attempt: int
+    started_at_ms: int
+    duration_ms: float
+    http_status: int | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+class DeadLetterEvent(_Event):
+    """A request the pipeline gave up on, with everything needed to inspect and replay it."""
+
+    request_id: str | None = None
+    # The original message value exactly as it arrived, even when it could not be decoded.
+    original_raw: bytes
+    original: RequestEvent | None = None
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    reason: str
+    error_type: str
+    error_message: str
+    retriable: bool = False
+    attempts: list[AttemptRecord] = Field(default_factory=list)
+    first_failure_at_ms: int
+    last_failure_at_ms: int
+    # The stage that gave up: "decode", "admission", "caller", "retry".
+    stage: str
