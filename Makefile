@@ -1,0 +1,39 @@
+# callstream task runner. Every target installs what it needs first (uv, the locked venv).
+# The two a new user needs:  make demo   and   make test
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+PYTEST_ARGS ?=
+
+.PHONY: demo test unit integration lint typecheck bench setup kafka-jars clean
+
+setup:  ## Install uv if missing, then the locked environment (.venv)
+	@command -v uv >/dev/null 2>&1 || test -x "$(UV)" || python3 -m pip install --user --quiet uv
+	@$(UV) sync --frozen --quiet
+
+demo: setup  ## The pipeline on the embedded broker with a demo workload
+	@$(UV) run --frozen callstream dev
+
+test: setup  ## Every test: unit, contract, integration on real Apache Kafka, embedded smoke
+	@$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+unit: setup
+	@$(UV) run --frozen pytest -m "not integration" $(PYTEST_ARGS)
+
+integration: setup
+	@$(UV) run --frozen pytest -m integration $(PYTEST_ARGS)
+
+lint: setup
+	@$(UV) run --frozen ruff check .
+	@$(UV) run --frozen ruff format --check .
+
+typecheck: setup
+	@$(UV) run --frozen mypy
+
+bench: setup  ## Throughput against a direct aiohttp client, on real Apache Kafka
+	@$(UV) run --frozen callstream bench throughput
+
+kafka-jars: setup  ## Resolve Apache Kafka's jars from Maven Central into the cache
+	@$(UV) run --frozen python -c "from infra.kafka import resolve_jars; print(resolve_jars())"
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache var

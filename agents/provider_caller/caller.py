@@ -1,0 +1,151 @@
+"""Turns one request record into exactly one outcome, whatever happens on the way.
+
+Every failure becomes data: undecodable bytes and permanent provider errors become dead letters,
+retriable ones a ``failed`` result (the retry stage takes those over in a later version), a
+passed deadline an ``expired`` result. Only a bug in our own code is logged as such, and even
+that ends as a dead letter so the partition keeps moving.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from agents.publishing.envelope import Outcome, SourceRecord, dead_letter, result
+from providers.errors import NotAllowed, ProviderError
+from schemas.errors import DecodeError
+from schemas.models import AttemptRecord, RequestEvent, ResultStatus, now_ms
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProviderReply:
+    """A successful provider answer, reduced to what a result carries."""
+
+    http_status: int
+    body: bytes | None
+    content_type: str | None
+    headers: dict[str, str] = field(default_factory=dict)
+    latency_s: float = 0.0
+    cost: float = 0.0
+    provider_used: str | None = None
+
+
+class ProviderGateway(Protocol):
+    """Calls the provider a request names; raises a ``ProviderError`` subclass on failure."""
+
+    async def call(self, request: RequestEvent) -> ProviderReply: ...
+
+
+class RequestDecoder(Protocol):
+    def decode(self, raw: bytes) -> RequestEvent: ...
+
+
+class Caller:
+    """Decode, check, call, and decide the outcome of one request record."""
+
+    def __init__(
+        self,
+        gateway: ProviderGateway,
+        decoder: RequestDecoder,
+        *,
+        reply_topics: Collection[str] = (),
+        clock_ms: Callable[[], int] = now_ms,
+    ) -> None:
+        self._gateway = gateway
+        self._decoder = decoder
+        self._reply_topics = frozenset(reply_topics)
+        self._clock_ms = clock_ms
+
+    async def handle(self, source: SourceRecord) -> Outcome:
+        """The outcome of one record. Never raises."""
+        try:
+            request = self._decoder.decode(source.value)
+        except DecodeError as exc:
+            return self._dead(source, reason=exc.reason, error=exc, stage="decode")
+        try:
+            return await self._handle_request(source, request)
+        except Exception as exc:  # a bug of ours must not stop the partition
+            log.exception("unexpected error handling request %s", request.request_id)
+            return self._dead(
+                source, reason="internal_error", error=exc, stage="caller", request=request
+            )
+
+    async def _handle_request(self, source: SourceRecord, request: RequestEvent) -> Outcome:
+        if request.reply_to is not None and request.reply_to not in self._reply_topics:
+            error = NotAllowed(f"reply_to topic {request.reply_to!r} is not an allowed reply topic")
+            return self._dead(source, reason=error.reason, error=error, stage="admission",
+                              request=request)
+        now = self._clock_ms()
+        if request.deadline_at_ms is not None and now >= request.deadline_at_ms:
+            expired = result(request, ResultStatus.EXPIRED, now_ms=now, reason="deadline_passed")
+            return Outcome(expired, reply_to=request.reply_to)
+        return await self._call(source, request)
+
+    async def _call(self, source: SourceRecord, request: RequestEvent) -> Outcome:
+        started_ms = self._clock_ms()
+        started = time.perf_counter()
+        try:
+            reply = await self._gateway.call(request)
+        except ProviderError as exc:
+            attempt = AttemptRecord(
+                attempt=request.attempt,
+                started_at_ms=started_ms,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                http_status=exc.http_status,
+                error_type=type(exc).__name__,
+                error_message=str(exc)[:500],
+            )
+            return self._failed(source, request, exc, attempt)
+        done = result(
+            request,
+            ResultStatus.OK,
+            now_ms=self._clock_ms(),
+            attempts=request.attempt,
+            provider_used=reply.provider_used or request.provider,
+            http_status=reply.http_status,
+            body=reply.body,
+            content_type=reply.content_type,
+            headers=reply.headers,
+            latency_ms=reply.latency_s * 1000,
+            cost=reply.cost,
+        )
+        return Outcome(done, reply_to=request.reply_to)
+
+    def _failed(
+        self, source: SourceRecord, request: RequestEvent, exc: ProviderError,
+        attempt: AttemptRecord,
+    ) -> Outcome:
+        if not exc.retriable:
+            return self._dead(source, reason=exc.reason, error=exc, stage="caller",
+                              request=request, attempts=(attempt,))
+        failed = result(
+            request,
+            ResultStatus.FAILED,
+            now_ms=self._clock_ms(),
+            attempts=request.attempt,
+            http_status=exc.http_status,
+            reason=exc.reason,
+            error_type=type(exc).__name__,
+            error_message=str(exc)[:500],
+            latency_ms=attempt.duration_ms,
+        )
+        return Outcome(failed, reply_to=request.reply_to)
+
+    def _dead(
+        self,
+        source: SourceRecord,
+        *,
+        reason: str,
+        error: BaseException,
+        stage: str,
+        request: RequestEvent | None = None,
+        attempts: tuple[AttemptRecord, ...] = (),
+    ) -> Outcome:
+        letter = dead_letter(source, reason=reason, error=error, stage=stage,
+                             now_ms=self._clock_ms(), request=request, attempts=attempts)
+        return Outcome(letter)

@@ -1,0 +1,52 @@
+"""The gateway from a request event to its provider over the shared HTTP client."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from agents.provider_caller.caller import ProviderReply
+from providers.base import Provider
+from providers.errors import ProviderError, UnknownProvider
+from providers.http import ProviderClient
+from schemas.models import RequestEvent
+from streams.metrics import Metrics
+
+
+class HttpGateway:
+    """Looks up the active provider, calls it, and counts the call for the metrics."""
+
+    def __init__(
+        self, providers: Mapping[str, Provider], client: ProviderClient, metrics: Metrics
+    ) -> None:
+        self._providers = dict(providers)
+        self._client = client
+        self._metrics = metrics
+
+    @property
+    def provider_names(self) -> frozenset[str]:
+        return frozenset(self._providers)
+
+    async def call(self, request: RequestEvent) -> ProviderReply:
+        provider = self._providers.get(request.provider)
+        if provider is None:
+            raise UnknownProvider(f"provider {request.provider!r} is not configured")
+        try:
+            result = await self._client.call(provider, request)
+        except ProviderError as exc:
+            self._metrics.provider_calls.labels(provider.name, exc.reason).inc()
+            raise
+        response = result.response
+        self._metrics.provider_calls.labels(provider.name, "ok").inc()
+        self._metrics.provider_call_seconds.labels(provider.name).observe(result.latency_s)
+        return ProviderReply(
+            http_status=response.status,
+            body=response.body,
+            content_type=response.content_type,
+            headers=dict(response.headers),
+            latency_s=result.latency_s,
+            cost=response.cost,
+            provider_used=provider.name,
+        )
+
+    async def close(self) -> None:
+        await self._client.close()

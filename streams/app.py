@@ -1,0 +1,38 @@
+"""The Faust app that hosts a worker: lifecycle, signals, the web endpoint, and its services."""
+
+from __future__ import annotations
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from collections.abc import Callable
+from typing import Any
+
+from streams.metrics import Metrics
+from streams.settings import Settings
+
+
+class PipelineApp(faust.App):  # type: ignore[misc]
+    """A Faust app that knows its metrics bundle."""
+
+    metrics: Metrics
+    # Set by the composition root: whether the worker is ready to process, and details.
+    health_probe: Callable[[], dict[str, Any]] = staticmethod(lambda: {"ready": False})
+
+
+def create_app(settings: Settings, metrics: Metrics) -> PipelineApp:
+    """Build the app from settings; services (the call stage) are attached by the caller."""
+    app = PipelineApp(**settings.faust_options())
+    app.metrics = metrics
+
+    @app.page("/metrics")  # type: ignore[misc]
+    async def prometheus_metrics(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+        return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
+
+    @app.page("/healthz")  # type: ignore[misc]
+    async def health(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+        state = app.health_probe()
+        # Ready means the call stage owns partitions or has at least joined its group.
+        return web.json(state, status=200 if state.get("ready") else 503)
+
+    return app

@@ -1,0 +1,143 @@
+"""`callstream bench`: benchmarks that print figures against a baseline measured in the same run."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infra.broker import start_broker
+from streams.cli.common import run
+from streams.cli.dev_cmd import DEMO_API_KEY, worker_env
+from streams.cli.processes import scratch_dir, start_fake_provider, start_worker, wait_worker_ready
+from streams.cli.throughput import (
+    RunFigure,
+    interleave,
+    median_rate,
+    process_cpu_s,
+    run_direct,
+    run_pipeline,
+)
+from streams.settings import KafkaSettings, Settings, TopicSettings
+
+bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
+
+# In-flight calls per variant, as in the measurements of shared/ENVIRONMENT.md.
+CONCURRENCY_BY_LATENCY = {0: 100, 50: 200}
+
+
+@contextlib.contextmanager
+def _broker(bootstrap: str | None) -> Iterator[str]:
+    if bootstrap:
+        yield bootstrap
+        return
+    broker = start_broker("kafka")
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        broker.stop()
+
+
+@bench_app.command("throughput")
+def throughput(
+    requests: Annotated[int, typer.Option("--requests", "-n", min=100)] = 10_000,
+    rounds: Annotated[int, typer.Option(min=1, max=20)] = 3,
+    latency: Annotated[list[int] | None, typer.Option("--latency-ms",
+                       help="Provider latencies to measure (repeatable).")] = None,
+    bootstrap: Annotated[str | None, typer.Option("--bootstrap", "-b",
+                         help="Use this Kafka instead of starting Apache Kafka.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON too.")] = False,
+) -> None:
+    """Pipeline throughput against a direct aiohttp client, on real Apache Kafka."""
+    console = Console()
+    latencies = latency or [0, 50]
+    summary: list[dict[str, float | int | None]] = []
+    with scratch_dir("callstream-bench-") as tmp, _broker(bootstrap) as servers:
+        console.print(f"broker {servers}; {requests} requests x {rounds} rounds per variant")
+        for latency_ms in latencies:
+            concurrency = CONCURRENCY_BY_LATENCY.get(latency_ms, 200)
+            directs, pipelines = _measure(tmp, servers, latency_ms, concurrency, requests,
+                                          rounds, console)
+            direct_rate, pipeline_rate = median_rate(directs), median_rate(pipelines)
+            cpu = [f.cpu_ms_per_request for f in pipelines if f.cpu_ms_per_request is not None]
+            summary.append({
+                "latency_ms": latency_ms, "concurrency": concurrency,
+                "direct_req_s": round(direct_rate, 1), "pipeline_req_s": round(pipeline_rate, 1),
+                "ratio": round(pipeline_rate / direct_rate, 3),
+                "worker_cpu_ms_per_request": round(sorted(cpu)[len(cpu) // 2], 3) if cpu else None,
+            })
+    _print_summary(console, summary)
+    if as_json:
+        sys.stdout.write(json.dumps({"throughput": summary}) + "\n")
+
+
+def _measure(
+    tmp: Path, servers: str, latency_ms: int, concurrency: int, requests: int, rounds: int,
+    console: Console,
+) -> tuple[list[RunFigure], list[RunFigure]]:
+    fake = start_fake_provider(tmp, "--latency-ms", str(latency_ms), "--api-key", DEMO_API_KEY)
+    app_id = f"bench-{latency_ms}ms"
+    topics = TopicSettings(requests=f"{app_id}.requests", results=f"{app_id}.results",
+                           dead_letters=f"{app_id}.dlq")
+    env = {
+        **worker_env(servers, fake.url, tmp, embedded=False),
+        "CALLSTREAM_APP_ID": app_id,
+        "CALLSTREAM_TOPICS__REQUESTS": topics.requests,
+        "CALLSTREAM_TOPICS__RESULTS": topics.results,
+        "CALLSTREAM_TOPICS__DEAD_LETTERS": topics.dead_letters,
+        "CALLSTREAM_CALLER__MAX_IN_FLIGHT": str(concurrency),
+        "CALLSTREAM_LOG_LEVEL": "warning",
+    }
+    worker = start_worker(tmp, env, name=f"worker-{latency_ms}ms")
+    try:
+        wait_worker_ready(worker, timeout_s=90)
+        settings = Settings(kafka=KafkaSettings(bootstrap_servers=servers), topics=topics)
+        run(run_pipeline(settings, 200, "warmup"))  # connections, metadata, JIT-free warm-up
+        counter = iter(range(1_000_000))
+
+        def direct() -> RunFigure:
+            seconds = run(run_direct(fake.url, DEMO_API_KEY, requests, concurrency))
+            return RunFigure("direct aiohttp", latency_ms, requests, seconds)
+
+        def pipeline() -> RunFigure:
+            cpu_before = process_cpu_s(worker.process.pid)
+            seconds = run(run_pipeline(settings, requests, f"run{next(counter)}"))
+            cpu = process_cpu_s(worker.process.pid) - cpu_before
+            return RunFigure("pipeline", latency_ms, requests, seconds, cpu)
+
+        def report(figure: RunFigure) -> None:
+            cpu = (f", worker CPU {figure.cpu_ms_per_request:.3f} ms/request"
+                   if figure.cpu_ms_per_request is not None else "")
+            console.print(f"  {latency_ms:>3} ms  {figure.variant:<15} {figure.rate:8.0f} req/s{cpu}")
+
+        return interleave(rounds, direct, pipeline, report)
+    finally:
+        worker.stop()
+        fake.stop()
+
+
+def _print_summary(console: Console, summary: list[dict[str, float | int | None]]) -> None:
+    table = Table(title="throughput: pipeline vs direct aiohttp client (medians)")
+    for column in ("provider latency", "in flight", "direct req/s", "pipeline req/s", "ratio",
+                   "worker CPU ms/req"):
+        table.add_column(column, justify="right")
+    for row in summary:
+        table.add_row(f"{row['latency_ms']} ms", str(row["concurrency"]),
+                      f"{row['direct_req_s']:.0f}", f"{row['pipeline_req_s']:.0f}",
+                      f"{row['ratio']:.2f}", str(row["worker_cpu_ms_per_request"]))
+    console.print(table)
+
+
+@bench_app.command("codec")
+def codec(n: Annotated[int, typer.Option("-n", min=100)] = 20_000) -> None:
+    """Avro encode/decode cost per event: the `avro` package against `fastavro`."""
+    from schemas.bench import format_report, run_codec_bench
+
+    typer.echo(format_report(run_codec_bench(n)))

@@ -1,0 +1,113 @@
+"""`callstream bench throughput`: the pipeline against a direct aiohttp client, in one run.
+
+The baseline is what a service would do without callstream: an aiohttp client calling the
+provider with the same concurrency. The pipeline run is the same calls made by a worker from
+request events on a real broker, timed from the first publish to the last result read back.
+Runs are interleaved (direct, pipeline, direct, ...) so drift on the machine hits both alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from schemas.codec import Codecs
+from schemas.models import RequestEvent, ResultEvent
+from streams.sdk import CallstreamClient
+from streams.settings import Settings
+
+
+@dataclass(frozen=True)
+class RunFigure:
+    variant: str
+    latency_ms: int
+    requests: int
+    seconds: float
+    cpu_s: float | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def cpu_ms_per_request(self) -> float | None:
+        return None if self.cpu_s is None else self.cpu_s * 1000 / self.requests
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+async def run_direct(url: str, api_key: str, count: int, concurrency: int) -> float:
+    """Seconds for ``count`` GETs with ``concurrency`` in flight, straight to the provider."""
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    headers = {"X-API-Key": api_key}
+    async with aiohttp.ClientSession(connector=connector) as session:
+        next_index = 0
+
+        async def one_client() -> None:
+            nonlocal next_index
+            while next_index < count:
+                index = next_index
+                next_index += 1
+                async with session.get(f"{url}/v1/items/item-{index % 200}",
+                                       headers=headers) as response:
+                    await response.read()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(concurrency)))
+        return time.perf_counter() - started
+
+
+async def run_pipeline(settings: Settings, count: int, batch_tag: str) -> float:
+    """Seconds from the first publish of ``count`` requests to the last of their results."""
+    requests = [
+        RequestEvent(provider="fake", operation="get_item",
+                     params={"item_id": f"item-{index % 200}"},
+                     request_id=f"{batch_tag}-{index}")
+        for index in range(count)
+    ]
+    wanted = {request.request_id for request in requests}
+    async with CallstreamClient(settings) as client, client.reader(from_beginning=False) as reader:
+        started = time.perf_counter()
+        await client.publish_many(requests)
+        results = reader.results(follow=True, idle_timeout_s=0.2, codecs=Codecs())
+        await asyncio.wait_for(_until_all(results, wanted), timeout=max(60.0, count / 100))
+        return time.perf_counter() - started
+
+
+async def _until_all(results: AsyncIterator[ResultEvent], wanted: set[str]) -> None:
+    async for event in results:
+        wanted.discard(event.request_id)
+        if not wanted:
+            return
+
+
+def interleave(
+    rounds: int,
+    direct: Callable[[], RunFigure],
+    pipeline: Callable[[], RunFigure],
+    report: Callable[[RunFigure], None],
+) -> tuple[list[RunFigure], list[RunFigure]]:
+    directs: list[RunFigure] = []
+    pipelines: list[RunFigure] = []
+    for _ in range(rounds):
+        for runner, sink in ((direct, directs), (pipeline, pipelines)):
+            figure = runner()
+            report(figure)
+            sink.append(figure)
+    return directs, pipelines
+
+
+def median_rate(figures: list[RunFigure]) -> float:
+    return statistics.median(figure.rate for figure in figures)

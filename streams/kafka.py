@@ -1,0 +1,54 @@
+"""aiokafka client construction from :class:`KafkaSettings` (TLS and SASL included)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka.helpers import create_ssl_context
+
+from streams.settings import KafkaSettings
+
+
+def client_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """Connection options shared by every consumer, producer and admin client."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "security_protocol": kafka.security_protocol,
+    }
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(
+            cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None,
+            certfile=str(kafka.ssl_certfile) if kafka.ssl_certfile else None,
+            keyfile=str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None,
+        )
+    if kafka.sasl_mechanism:
+        options["sasl_mechanism"] = kafka.sasl_mechanism
+        options["sasl_plain_username"] = kafka.sasl_username
+        if kafka.sasl_password is not None:
+            options["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
+    return options
+
+
+def producer_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """A producer that only reports success once every in-sync replica has the record."""
+    return {
+        **client_options(kafka),
+        "acks": "all",
+        "linger_ms": kafka.producer_linger_ms,
+        "max_batch_size": 1024 * 1024,
+        "enable_idempotence": kafka.idempotent_producer,
+    }
+
+
+def consumer_options(kafka: KafkaSettings, *, group_id: str) -> dict[str, Any]:
+    """A consumer whose offsets only move when our code commits them."""
+    return {
+        **client_options(kafka),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": int(kafka.session_timeout_s * 1000),
+        "heartbeat_interval_ms": int(kafka.heartbeat_interval_s * 1000),
+        "max_poll_records": kafka.max_poll_records,
+        "fetch_max_wait_ms": 100,
+    }

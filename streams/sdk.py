@@ -1,0 +1,190 @@
+"""The Python SDK: publish request events, read results and dead letters.
+
+```python
+async with CallstreamClient(settings) as client:
+    request_id = await client.publish(RequestEvent(provider="open_meteo", operation="forecast",
+                                                   params={"latitude": "52.5", "longitude": "13.4"}))
+    async for result in client.results():
+        ...
+```
+Outcomes are published at least once: after a worker crash the same outcome can appear twice,
+always with the same request id. :meth:`CallstreamClient.results` drops those duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable
+from types import TracebackType
+from typing import Self
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from schemas.codec import Codecs
+from schemas.errors import DecodeError
+from schemas.models import DeadLetterEvent, RequestEvent, ResultEvent
+from streams.kafka import client_options, producer_options
+from streams.settings import Settings
+
+
+class SeenIds:
+    """A bounded memory of request ids, oldest forgotten first."""
+
+    def __init__(self, capacity: int = 1_000_000) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._capacity = capacity
+
+    def add(self, request_id: str) -> bool:
+        """Remember ``request_id``; False when it was already seen (a duplicate)."""
+        if request_id in self._ids:
+            return False
+        self._ids[request_id] = None
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+        return True
+
+
+def limit_key_of(request: RequestEvent) -> bytes:
+    """The message key that routes a request to the partition owning its provider's limit."""
+    return request.provider.encode()
+
+
+class CallstreamClient:
+    """Publishes requests and reads outcomes; one producer, consumers made per call."""
+
+    def __init__(self, settings: Settings, codecs: Codecs | None = None) -> None:
+        self._settings = settings
+        self._codecs = codecs or Codecs()
+        self._producer: AIOKafkaProducer | None = None
+
+    async def __aenter__(self) -> Self:
+        self._producer = AIOKafkaProducer(**producer_options(self._settings.kafka))
+        await self._producer.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def publish(self, request: RequestEvent) -> str:
+        """Publish one request and wait until the broker has it; returns its request id."""
+        await self.publish_many([request])
+        return request.request_id
+
+    async def publish_many(
+        self,
+        requests: Iterable[RequestEvent],
+        *,
+        partition_key: Callable[[RequestEvent], bytes] = limit_key_of,
+    ) -> list[str]:
+        """Publish many requests, batched by the producer; returns their ids in order.
+
+        Args:
+            requests: the request events.
+            partition_key: the message key; by default the limit key, so each provider's limit
+                has one owner. Any other key spreads requests but gives up exact limits.
+        """
+        producer = self._require_producer()
+        topic = self._settings.topics.requests
+        ids: list[str] = []
+        deliveries = []
+        for request in requests:
+            value = self._codecs.request.encode(request)
+            deliveries.append(await producer.send(topic, value=value, key=partition_key(request)))
+            ids.append(request.request_id)
+        await asyncio.gather(*deliveries)
+        return ids
+
+    async def publish_raw(self, value: bytes, key: bytes | None = None) -> None:
+        """Publish bytes as they are (for tests and replays of raw dead letters)."""
+        producer = self._require_producer()
+        await (await producer.send(self._settings.topics.requests, value=value, key=key))
+
+    def reader(self, topic: str | None = None, *, from_beginning: bool = True) -> TopicReader:
+        """A reader of the result topic (or ``topic``); positions are fixed on entry."""
+        return TopicReader(self._settings, topic or self._settings.topics.results,
+                           from_beginning=from_beginning)
+
+    async def results(
+        self, *, from_beginning: bool = True, follow: bool = True, idle_timeout_s: float = 1.0,
+        topic: str | None = None,
+    ) -> AsyncIterator[ResultEvent]:
+        """Result events, each request id once. Undecodable records are skipped."""
+        async with self.reader(topic, from_beginning=from_beginning) as reader:
+            async for event in reader.results(follow=follow, idle_timeout_s=idle_timeout_s,
+                                              codecs=self._codecs):
+                yield event
+
+    async def dead_letters(
+        self, *, from_beginning: bool = True, follow: bool = True, idle_timeout_s: float = 1.0,
+    ) -> AsyncIterator[DeadLetterEvent]:
+        """Dead letters, duplicates (same request id or same original position) dropped."""
+        seen = SeenIds()
+        async with self.reader(self._settings.topics.dead_letters,
+                               from_beginning=from_beginning) as reader:
+            async for raw in reader.values(follow=follow, idle_timeout_s=idle_timeout_s):
+                try:
+                    letter = self._codecs.dead_letter.decode(raw)
+                except DecodeError:
+                    continue
+                origin = f"{letter.source_topic}/{letter.source_partition}/{letter.source_offset}"
+                if seen.add(letter.request_id or origin):
+                    yield letter
+
+    def _require_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("use `async with CallstreamClient(...)` before publishing")
+        return self._producer
+
+
+class TopicReader:
+    """Reads a whole topic without a consumer group: readers neither share work nor commit."""
+
+    def __init__(self, settings: Settings, topic: str, *, from_beginning: bool) -> None:
+        self._consumer = AIOKafkaConsumer(
+            topic,
+            **client_options(settings.kafka),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+        )
+        self._from_beginning = from_beginning
+
+    async def __aenter__(self) -> Self:
+        await self._consumer.start()
+        if not self._from_beginning:
+            # Resolve "the end" now, so records published after entry are never missed.
+            await self._consumer.seek_to_end()
+            for tp in self._consumer.assignment():
+                await self._consumer.position(tp)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._consumer.stop()
+
+    async def values(self, *, follow: bool, idle_timeout_s: float) -> AsyncIterator[bytes]:
+        """Record values; without ``follow``, ends after ``idle_timeout_s`` with nothing new."""
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=int(idle_timeout_s * 1000))
+            if not batches and not follow:
+                return
+            for records in batches.values():
+                for record in records:
+                    if record.value is not None:
+                        yield record.value
+
+    async def results(
+        self, *, follow: bool, idle_timeout_s: float, codecs: Codecs
+    ) -> AsyncIterator[ResultEvent]:
+        seen = SeenIds()
+        async for raw in self.values(follow=follow, idle_timeout_s=idle_timeout_s):
+            try:
+                event = codecs.result.decode(raw)
+            except DecodeError:
+                continue
+            if seen.add(event.request_id):
+                yield event

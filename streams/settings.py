@@ -1,0 +1,180 @@
+"""The one typed settings object: environment (``CALLSTREAM_*``), an optional TOML file, defaults.
+
+Build it once in ``main()`` with :func:`load_settings` and pass sub-models to the components that
+need them. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from streams.errors import ConfigurationError
+
+CONFIG_FILE_ENV = "CALLSTREAM_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    """How to reach the cluster, and the consumer-group timings that matter for failover."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    # A SIGKILLed worker keeps its partitions until this expires: it bounds failover time.
+    session_timeout_s: float = Field(default=10.0, gt=0)
+    heartbeat_interval_s: float = Field(default=2.0, gt=0)
+    # The embedded Tansu broker lacks idempotent producers; real Kafka has them.
+    idempotent_producer: bool = False
+    producer_linger_ms: int = Field(default=5, ge=0)
+    max_poll_records: int = Field(default=2000, ge=1)
+
+
+class TopicSettings(_Section):
+    """Topic names, sizes and retention. Names are versioned with the wire contract."""
+
+    requests: str = "callstream.requests.v1"
+    results: str = "callstream.results.v1"
+    dead_letters: str = "callstream.dlq.v1"
+    partitions: int = Field(default=6, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=60_000)
+    # Dead letters wait for an operator: keep them longer.
+    dead_letter_retention_ms: int = Field(default=30 * 24 * 3600 * 1000, ge=60_000)
+    create: bool = True
+    # Topics a request may name in ``reply_to``; any other is refused (dead letter, not_allowed).
+    reply_topics: list[str] = Field(default_factory=list)
+
+
+class CallerSettings(_Section):
+    """The call stage: how many calls run at once and how often progress is committed."""
+
+    max_in_flight: int = Field(default=512, ge=1)
+    commit_interval_s: float = Field(default=0.2, gt=0)
+    # On a graceful rebalance in-flight calls finish and their offsets are committed before the
+    # partitions are released, so the next owner never repeats them; this caps that wait.
+    drain_timeout_s: float = Field(default=30.0, gt=0)
+    max_request_bytes: int = Field(default=1_000_000, ge=1)
+    max_response_bytes: int = Field(default=4_000_000, ge=1)
+    connection_limit: int = Field(default=512, ge=1)
+
+
+class WebSettings(_Section):
+    """The worker's HTTP endpoint (``/metrics``, ``/healthz``); loopback unless told otherwise."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=6066, ge=0, le=65535)
+
+
+class ProviderSettings(_Section):
+    """Per-provider overrides of the provider's own declaration."""
+
+    enabled: bool = True
+    base_url: str | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+    rate_per_s: float | None = Field(default=None, gt=0)
+    burst: int | None = Field(default=None, ge=1)
+    # Overrides a secret the declaration references (e.g. the API key or token).
+    secret: SecretStr | None = None
+
+
+class Settings(BaseSettings):
+    """Everything a callstream process can be told."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CALLSTREAM_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    app_id: str = Field(default="callstream", pattern=r"^[A-Za-z0-9._-]+$")
+    data_dir: Path = Path("var")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    caller: CallerSettings = CallerSettings()
+    web: WebSettings = WebSettings()
+    # Providers to activate (by registry name) and their overrides. Empty = every known one.
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    # Extra directories of provider declaration files (TOML/YAML).
+    provider_dirs: list[Path] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: explicit arguments, then environment, then the config file.
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    def faust_options(self) -> dict[str, Any]:
+        """The Faust configuration for the worker's host app."""
+        return {
+            "id": self.app_id,
+            "broker": f"kafka://{self.kafka.bootstrap_servers}",
+            "store": "memory://",
+            "datadir": str(self.data_dir / "faust"),
+            "autodiscover": False,
+            "web_enabled": self.web.enabled,
+            "web_host": self.web.host,
+            "web_port": self.web.port,
+            "web_bind": self.web.host,
+            "broker_session_timeout": self.kafka.session_timeout_s,
+            "broker_heartbeat_interval": self.kafka.heartbeat_interval_s,
+            "topic_replication_factor": self.topics.replication_factor,
+            "producer_linger": self.kafka.producer_linger_ms / 1000,
+        }
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings once, turning every validation problem into one clear line.
+
+    Raises:
+        ConfigurationError: the file is missing or unreadable, or a value is invalid.
+    """
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigurationError(f"config file not found: {config_file}")
+        os.environ[CONFIG_FILE_ENV] = str(config_file)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError(describe_validation_error(exc)) from None
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        raise ConfigurationError(f"cannot read config file: {exc}") from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming the first bad field, like ``kafka.session_timeout_s: must be > 0``."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "settings"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"invalid setting {where}: {first['msg']}{more}"
