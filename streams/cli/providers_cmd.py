@@ -75,9 +75,7 @@ def _row(reg: Registration) -> str:
 
 
 @providers_app.command("show")
-def show(
-    name: str, config: ConfigOption = None, spec_dir: SpecDirOption = None
-) -> None:  # fmt: skip
+def show(name: str, config: ConfigOption = None, spec_dir: SpecDirOption = None) -> None:
     """Print a provider's effective declaration as JSON, secrets shown only as references."""
     registry, settings = _context(config, spec_dir)
     try:
@@ -132,6 +130,8 @@ def check(
 def _check_event(spec: ProviderSpec, operation: str | None, pairs: list[str]) -> RequestEvent:
     default = spec.check
     op = operation or (default.operation if default else next(iter(spec.operations)))
+    if op not in spec.operations:
+        fail(f"{spec.name} has no operation {op!r}; operations: {', '.join(spec.operations)}")
     params = dict(default.params) if default and op == default.operation else {}
     for pair in pairs:
         key, sep, value = pair.partition("=")

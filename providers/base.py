@@ -1,0 +1,242 @@
+"""``Provider``: a declaration turned into pure request building and response classification."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from providers.auth.factory import build_signer
+from providers.auth.oauth2_flow import FetchToken
+from providers.auth.request import PreparedRequest
+from providers.auth.signer import Signer, SyncSigner
+from providers.declaration import ProviderSpec
+from providers.errors import (
+    AuthFailed,
+    BadRequest,
+    BodyTooLarge,
+    InvalidResponse,
+    NotFound,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+    UnknownOperation,
+)
+from providers.operation import CompiledOperation
+from providers.response import (
+    ProviderResponse,
+    RateLimitInfo,
+    RateLimitReader,
+    headers_to_keep,
+    json_at,
+    kept_headers,
+    load_json,
+    lower_headers,
+    retry_after_s,
+)
+from schemas.models import RequestEvent
+
+_BY_REASON: dict[str, type[ProviderError]] = {
+    cls.reason: cls
+    for cls in (AuthFailed, BadRequest, InvalidResponse, NotFound, ProviderTimeout,
+                ProviderUnavailable, RateLimited)
+}  # fmt: skip
+_MESSAGE_CHARS = 200
+
+
+class Provider:
+    """One provider: builds requests for its declared operations and classifies answers.
+
+    Code-defined providers subclass this, set ``default_spec`` and override ``build_request``
+    or ``classify`` where data cannot say it; register the class by entry point.
+    """
+
+    default_spec: ClassVar[ProviderSpec | None] = None
+
+    def __init__(
+        self,
+        spec: ProviderSpec | None = None,
+        *,
+        signer: Signer | None = None,
+        fetch_token: FetchToken | None = None,
+    ) -> None:
+        """Args:
+        spec: the declaration; ``default_spec`` when omitted.
+        signer: credentials for ``spec.auth``; built (secrets resolved) when omitted.
+        fetch_token: sends OAuth2 token requests when the signer is built here.
+
+        Raises:
+            AuthConfigError: the signer is built here and a secret does not resolve.
+        """
+        spec = spec or self.default_spec
+        if spec is None:
+            raise TypeError(f"{type(self).__name__} needs a spec")
+        self.spec = spec
+        self.name = spec.name
+        self.signer = signer or build_signer(spec.auth, fetch_token=fetch_token)
+        # Static credentials cannot get better by asking again; token-based ones can.
+        self.refreshable_auth = not isinstance(self.signer, SyncSigner)
+        self._operations = {n: CompiledOperation(n, op, spec) for n, op in spec.operations.items()}
+        self._units = {
+            n: tuple((tuple(p.split(".")), price) for p, price in op.cost.per_unit.items())
+            for n, op in spec.operations.items()
+        }
+        self._rate_limits = RateLimitReader(spec.rate_limit_headers)
+        self._keep = headers_to_keep(self._rate_limits.names)
+        shape = spec.error_shape
+        self._ok_path = tuple(shape.ok_field.split(".")) if shape.ok_field else None
+        self._code_path = tuple(shape.code_field.split(".")) if shape.code_field else None
+        self._message_path = tuple(shape.message_field.split(".")) if shape.message_field else None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, operations={len(self._operations)})"
+
+    def operation(self, name: str) -> CompiledOperation:
+        """The compiled operation, or UnknownOperation."""
+        try:
+            return self._operations[name]
+        except KeyError:
+            raise UnknownOperation(f"{self.name} has no operation {name!r}") from None
+
+    def build_request(self, event: RequestEvent) -> PreparedRequest:
+        """The unsigned request for ``event``; pure, raises a PermanentError on bad input."""
+        return self.operation(event.operation).build(event)
+
+    def timeout_s(self, operation: str) -> float:
+        return self.operation(operation).timeout_s
+
+    async def sign(self, request: PreparedRequest, *, now: float) -> PreparedRequest:
+        return await self.signer.sign(request, now=now)
+
+    @property
+    def ssl(self) -> ssl.SSLContext | None:
+        """The TLS context the client must use (mTLS), or None for the default."""
+        context = getattr(self.signer, "ssl_context", None)
+        return context if isinstance(context, ssl.SSLContext) else None
+
+    def classify(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        operation: str,
+        now: float | None = None,
+    ) -> ProviderResponse:
+        """The successful response, or the ProviderError subclass the answer means.
+
+        Args:
+            status: HTTP status; headers: response headers (any case); body: the raw body.
+            operation: the operation called (response type and cost).
+            now: wall-clock epoch seconds, for epoch reset headers; ``time.time()`` if None.
+        """
+        op = self.operation(operation)
+        if len(body) > self.spec.max_response_bytes:
+            raise BodyTooLarge(f"{self.name}: response of {len(body)} bytes", http_status=status)
+        now = time.time() if now is None else now
+        lowered = lower_headers(headers)
+        limits = self._rate_limits.read(lowered, now=now)
+        # 304 answers a conditional request (If-None-Match): the cached copy is still good.
+        if not (200 <= status < 300 or status == 304):
+            raise self.error_for(status, lowered, body, limits, now=now)
+        data = load_json(body) if self._ok_path or self._units[operation] else None
+        if self._ok_path and json_at(data, self._ok_path) is False:
+            raise self.error_for(status, lowered, body, limits, now=now, data=data)
+        return ProviderResponse(
+            status=status,
+            body=body,
+            headers=kept_headers(lowered, self._keep),
+            cost=self._cost(operation, data),
+            rate_limits=limits,
+            response_type=op.spec.response_type,
+        )
+
+    def error_for(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        limits: Mapping[str, RateLimitInfo],
+        *,
+        now: float,
+        data: Any = None,
+    ) -> ProviderError:
+        """The error an unsuccessful answer means (``headers`` lower-cased)."""
+        if data is None and (self._code_path or self._message_path):
+            data = load_json(body)
+        code = json_at(data, self._code_path) if self._code_path else None
+        message = f"{self.name}: HTTP {status}: {self._message(data, body, code)}"
+        kind = self._retry_override(self._kind(status, headers, code, limits), headers)
+        if kind is RateLimited:
+            wait = _retry_after(headers, limits, now=now)
+            wait = self.spec.limits.retry_after_s if wait is None else wait
+            return RateLimited(message, http_status=status, retry_after_s=wait)
+        return kind(message, http_status=status)
+
+    def _kind(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        code: Any,
+        limits: Mapping[str, RateLimitInfo],
+    ) -> type[ProviderError]:
+        mapped = self.spec.error_shape.codes.get(code) if isinstance(code, str) else None
+        if mapped is not None:
+            return _BY_REASON[mapped]
+        exhausted = any(info.exhausted for info in limits.values())
+        if status == 429 or (status == 403 and (exhausted or "retry-after" in headers)):
+            return RateLimited  # GitHub: 403 + X-RateLimit-Remaining: 0 is a rate limit
+        if status in (401, 403):
+            return AuthFailed
+        if status == 404:
+            return NotFound
+        if 200 <= status < 300:
+            return BadRequest  # an app-level error in a 2xx (Slack ok:false) with no mapping
+        if status in self.spec.retryable_statuses:
+            return ProviderUnavailable
+        if 400 <= status < 500:
+            return BadRequest
+        return InvalidResponse  # 3xx (redirects are never followed), 1xx, undeclared 5xx
+
+    def _retry_override(
+        self, kind: type[ProviderError], headers: Mapping[str, str]
+    ) -> type[ProviderError]:
+        """The provider's own word on retrying beats our reading of the status."""
+        name = self.spec.error_shape.retry_header
+        verdict = headers.get(name.lower()) if name else None
+        if verdict == "true" and not kind.retriable:
+            return ProviderUnavailable
+        if verdict == "false" and kind.retriable:
+            return BadRequest
+        return kind
+
+    def _message(self, data: Any, body: bytes, code: Any) -> str:
+        text = json_at(data, self._message_path) if self._message_path else None
+        if not isinstance(text, str):
+            text = body[:_MESSAGE_CHARS].decode("utf-8", errors="replace")
+        text = " ".join(text.split())[:_MESSAGE_CHARS]
+        return f"{code}: {text}" if code is not None else text
+
+    def _cost(self, operation: str, data: Any) -> float:
+        cost = self.spec.operations[operation].cost.per_call
+        for path, price in self._units[operation]:
+            units = json_at(data, path)
+            if isinstance(units, int | float) and not isinstance(units, bool):
+                cost += units * price
+        return cost
+
+
+def _retry_after(
+    headers: Mapping[str, str], limits: Mapping[str, RateLimitInfo], *, now: float
+) -> float | None:
+    """Retry-After first; else the reset of an exhausted dimension; else the primary reset."""
+    wait = retry_after_s(headers, now=now)
+    if wait is not None:
+        return wait
+    exhausted = [i.reset_after_s for i in limits.values() if i.exhausted and i.reset_after_s]
+    if exhausted:
+        return max(exhausted)
+    primary = next(iter(limits.values()), None)
+    return primary.reset_after_s if primary else None

@@ -1,0 +1,255 @@
+"""What a provider declares: base URL, auth, operations, limits, costs and error shapes."""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Mapping
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from providers.auth.config import AuthConfig, NoAuth
+
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+# Outcomes an app-level error code can map to; each is the ``reason`` of a class in errors.py.
+ErrorReason = Literal[
+    "rate_limited", "auth_failed", "not_found", "unavailable", "timeout", "bad_request",
+    "invalid_response",
+]  # fmt: skip
+
+_NAME = r"^[a-z][a-z0-9_]{0,63}$"
+_OPERATION = r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$"
+_HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")  # RFC 9110 token
+# Set by the pipeline or the HTTP stack; a request event must never choose them.
+_RESERVED_HEADERS = frozenset(
+    {"host", "authorization", "proxy-authorization", "cookie", "content-length", "content-type",
+     "transfer-encoding", "connection", "keep-alive", "te", "upgrade", "expect"}
+)  # fmt: skip
+_IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "DELETE"})
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ParamSpec(_Frozen):
+    """One path or query parameter."""
+
+    required: bool = False
+    default: str | None = None
+    # Full-match regex the value must satisfy (checked at request time).
+    pattern: str | None = None
+    # The value may be an absolute URL to another host: it is data the provider stores
+    # (a webhook target), never a URL we call.
+    allow_urls: bool = False
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            re.compile(value)
+        return value
+
+
+class BodySpec(_Frozen):
+    """Whether an operation takes a body, and in which media types."""
+
+    content_types: tuple[str, ...] = Field(default=("application/json",), min_length=1)
+    required: bool = False
+
+    @field_validator("content_types")
+    @classmethod
+    def _lower(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(v.strip().lower() for v in value)
+
+
+class CostSpec(_Frozen):
+    """Price of one call, plus units read from the JSON response times their unit price."""
+
+    per_call: float = Field(default=0.0, ge=0)
+    # JSON path in the response (``usage.total_tokens``) → price per unit.
+    per_unit: dict[str, float] = Field(default_factory=dict)
+
+
+class OperationSpec(_Frozen):
+    """One callable operation: method, path template, allowed inputs, response handling."""
+
+    method: HttpMethod = "GET"
+    path: str = Field(min_length=1)
+    # Constraints for placeholders of ``path``; every placeholder is a required path param.
+    path_params: dict[str, ParamSpec] = Field(default_factory=dict)
+    query_params: dict[str, ParamSpec] = Field(default_factory=dict)
+    body: BodySpec | None = None
+    allowed_headers: tuple[str, ...] = ()
+    response_type: Literal["json", "text", "bytes"] = "json"
+    cache_ttl_s: float | None = Field(default=None, ge=0)
+    cost: CostSpec = CostSpec()
+    timeout_s: float | None = Field(default=None, gt=0)
+    # None: derived from the method (GET, PUT and DELETE are idempotent).
+    idempotent: bool | None = None
+
+    @field_validator("query_params", "path_params", mode="before")
+    @classmethod
+    def _names_list(cls, value: Any) -> Any:
+        # Shorthand in files: a list of names is a set of optional parameters.
+        return {name: {} for name in value} if isinstance(value, list) else value
+
+    @field_validator("path")
+    @classmethod
+    def _path_shape(cls, value: str) -> str:
+        if not value.startswith("/") or any(c in value for c in "?#\\ "):
+            raise ValueError("must start with '/' and contain no '?', '#', '\\' or spaces")
+        for _, field, spec, conv in string.Formatter().parse(value):
+            if field is not None and (not field.isidentifier() or spec or conv):
+                raise ValueError(f"placeholder {{{field}}} must be a plain identifier")
+        return value
+
+    @field_validator("allowed_headers")
+    @classmethod
+    def _header_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _HEADER.match(name) or name.lower() in _RESERVED_HEADERS:
+                raise ValueError(f"header {name!r} cannot be allowed")
+        return value
+
+    @model_validator(mode="after")
+    def _params_consistent(self) -> OperationSpec:
+        placeholders = set(self.placeholders)
+        if unknown := set(self.path_params) - placeholders:
+            raise ValueError(f"path_params not in path: {', '.join(sorted(unknown))}")
+        if both := placeholders & set(self.query_params):
+            raise ValueError(f"names used as path and query params: {', '.join(sorted(both))}")
+        return self
+
+    @property
+    def placeholders(self) -> tuple[str, ...]:
+        return tuple(f for _, f, _, _ in string.Formatter().parse(self.path) if f is not None)
+
+    @property
+    def is_idempotent(self) -> bool:
+        return self.method in _IDEMPOTENT_METHODS if self.idempotent is None else self.idempotent
+
+
+class LimitsSpec(_Frozen):
+    """The provider's request rate, as the pipeline should enforce it."""
+
+    rate_per_s: float = Field(default=10.0, gt=0)
+    burst: int = Field(default=10, ge=1)
+    # The limit applies to each credential (API key) rather than to the provider as a whole.
+    per_credential: bool = False
+    # The wait after a 429 that names none (no Retry-After or reset header): the documented
+    # window, e.g. 60 for a per-minute limit.
+    retry_after_s: float | None = Field(default=None, ge=0)
+
+
+class RateLimitHeaders(_Frozen):
+    """Names of one rate-limit dimension's response headers."""
+
+    limit: str | None = None
+    remaining: str | None = None
+    reset: str | None = None
+    # epoch_s: Unix time; delta_s: seconds from now; duration: "1m30s"/"250ms" (OpenAI).
+    reset_kind: Literal["epoch_s", "delta_s", "duration"] = "delta_s"
+
+
+class ErrorShape(_Frozen):
+    """Where a provider puts its error message and code, and what its codes mean."""
+
+    # JSON path of a boolean that is false on failure even with HTTP 200 (Slack's ``ok``).
+    ok_field: str | None = None
+    code_field: str | None = None
+    message_field: str | None = None
+    # Provider error code → outcome, overriding the HTTP status (e.g. slack "ratelimited").
+    codes: dict[str, ErrorReason] = Field(default_factory=dict)
+    # A response header saying "true"/"false" whether to retry (Stripe-Should-Retry).
+    retry_header: str | None = None
+
+
+class CheckSpec(_Frozen):
+    """The call ``callstream providers check`` makes by default."""
+
+    operation: str
+    params: dict[str, str] = Field(default_factory=dict)
+
+
+class ProviderSpec(_Frozen):
+    """A provider, declared as data: the pipeline calls nothing it does not declare."""
+
+    # It embeds AuthConfig: a validation error must never echo a literal secret.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    name: str = Field(pattern=_NAME)
+    description: str = ""
+    # The only origin (and path prefix) requests may go to.
+    base_url: str
+    auth: AuthConfig = Field(default_factory=NoAuth)
+    # Sent on every call (API version pins, Accept); request events cannot override them.
+    headers: dict[str, str] = Field(default_factory=dict)
+    operations: dict[str, OperationSpec] = Field(min_length=1)
+    limits: LimitsSpec = LimitsSpec()
+    retryable_statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504})
+    timeout_s: float = Field(default=10.0, gt=0)
+    capability: str | None = None
+    idempotency_header: str | None = None
+    request_id_header: str | None = "X-Request-Id"
+    # Dimension name ("requests", "tokens") → header names; the first is the primary one.
+    rate_limit_headers: dict[str, RateLimitHeaders] = Field(default_factory=dict)
+    max_request_bytes: int = Field(default=1 << 20, ge=0)
+    max_response_bytes: int = Field(default=8 << 20, ge=1)
+    error_shape: ErrorShape = ErrorShape()
+    check: CheckSpec | None = None
+
+    @field_validator("operations")
+    @classmethod
+    def _operation_names(cls, value: dict[str, OperationSpec]) -> dict[str, OperationSpec]:
+        for name in value:
+            if not re.match(_OPERATION, name):
+                raise ValueError(f"operation name {name!r} must match {_OPERATION}")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("must not carry a query, fragment or credentials")
+        return value.rstrip("/")
+
+    @field_validator("retryable_statuses")
+    @classmethod
+    def _statuses(cls, value: frozenset[int]) -> frozenset[int]:
+        if bad := sorted(s for s in value if not 400 <= s <= 599):
+            raise ValueError(f"not HTTP error statuses: {bad}")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _static_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, val in value.items():
+            if not _HEADER.match(name) or any(c in val for c in "\r\n\0"):
+                raise ValueError(f"invalid header {name!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_exists(self) -> ProviderSpec:
+        if self.check is not None and self.check.operation not in self.operations:
+            raise ValueError(f"check.operation: {self.check.operation!r} is not an operation")
+        return self
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).hostname or ""
+
+    def with_overrides(self, changes: Mapping[str, Any]) -> ProviderSpec:
+        """A validated copy with top-level fields replaced; mappings merge into nested models."""
+        data: dict[str, Any] = dict(self)
+        for key, value in changes.items():
+            current = data.get(key)
+            if isinstance(value, Mapping) and isinstance(current, BaseModel):
+                value = type(current).model_validate({**dict(current), **value})
+            data[key] = value
+        return type(self).model_validate(data)

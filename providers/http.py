@@ -1,0 +1,205 @@
+"""The one shared HTTP client: pooled aiohttp session, size caps, errors mapped at one boundary."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from ssl import SSLContext
+
+import aiohttp
+from yarl import URL
+
+from providers.auth.oauth2_flow import TokenResponse
+from providers.auth.request import PreparedRequest
+from providers.base import Provider
+from providers.errors import BodyTooLarge, ProviderError, ProviderTimeout, ProviderUnavailable
+from providers.response import ProviderResponse
+from schemas.models import RequestEvent
+
+log = logging.getLogger(__name__)
+
+# Their str() can contain the request URL, whose query may hold an API key (OpenWeatherMap).
+_URL_BEARING = (aiohttp.ClientResponseError, aiohttp.InvalidURL)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """Pool and safety settings of the shared session."""
+
+    limit: int = 512
+    # 0 = no per-host cap; the rate limiter, not the pool, paces each provider.
+    limit_per_host: int = 0
+    ttl_dns_cache_s: int = 300
+    keepalive_timeout_s: float = 30.0
+    # A ceiling over every provider's own max_response_bytes.
+    max_response_bytes: int | None = None
+    # Proxies from HTTP(S)_PROXY; off so a stray variable cannot reroute provider traffic.
+    trust_env: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RawResponse:
+    """What came back, before classification (``headers`` are case-insensitive)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    latency_s: float
+
+    def __repr__(self) -> str:
+        return f"RawResponse(status={self.status}, body=<{len(self.body)} bytes>)"
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """A successful call: the classified response, total latency and how many sends it took."""
+
+    response: ProviderResponse
+    latency_s: float
+    sends: int = 1
+
+
+@contextmanager
+def map_exceptions() -> Iterator[None]:
+    """Translate client and socket errors into ProviderTimeout / ProviderUnavailable."""
+    try:
+        yield
+    except ProviderError:
+        raise
+    except TimeoutError:  # asyncio's and aiohttp's timeouts both derive from it
+        raise ProviderTimeout("no answer within the timeout") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise ProviderUnavailable(_describe(exc)) from None
+
+
+def _describe(exc: BaseException) -> str:
+    name = type(exc).__name__
+    return name if isinstance(exc, _URL_BEARING) else f"{name}: {exc}"
+
+
+class ProviderClient:
+    """Sends prepared requests over one pooled session per worker; create it inside the loop."""
+
+    def __init__(self, config: ClientConfig | None = None) -> None:
+        self.config = config or ClientConfig()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> ProviderClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The shared session, created on first use (it binds to the running loop)."""
+        if self._session is None or self._session.closed:
+            config = self.config
+            connector = aiohttp.TCPConnector(
+                limit=config.limit,
+                limit_per_host=config.limit_per_host,
+                ttl_dns_cache=config.ttl_dns_cache_s,
+                keepalive_timeout=config.keepalive_timeout_s,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                # Cookies from one provider must never ride along to the next call.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=config.trust_env,
+            )
+        return self._session
+
+    async def send(
+        self,
+        prepared: PreparedRequest,
+        *,
+        timeout_s: float,
+        max_response_bytes: int,
+        ssl: SSLContext | None = None,
+    ) -> RawResponse:
+        """Send exactly ``prepared`` (no redirects followed) and read at most the cap.
+
+        Raises:
+            ProviderTimeout, ProviderUnavailable: the exchange failed; BodyTooLarge: over cap.
+        """
+        cap = min(max_response_bytes, self.config.max_response_bytes or max_response_bytes)
+        started = time.perf_counter()
+        with map_exceptions():
+            async with self.session.request(
+                prepared.method,
+                # encoded=True: the URL goes out byte for byte as built and signed.
+                URL(prepared.url, encoded=True),
+                headers=prepared.headers,
+                data=prepared.body,
+                # A redirect could point anywhere; only declared URLs are ever called.
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+                ssl=ssl if ssl is not None else True,
+            ) as response:
+                body = await _read_capped(response, cap)
+                return RawResponse(
+                    response.status, response.headers, body, time.perf_counter() - started
+                )
+
+    async def fetch_token(self, request: PreparedRequest) -> TokenResponse:
+        """OAuth2 token requests over the shared session (``FetchToken`` for auth signers)."""
+        raw = await self.send(request, timeout_s=10.0, max_response_bytes=64 << 10)
+        return TokenResponse(raw.status, raw.body, raw.headers)
+
+    async def call(
+        self, provider: Provider, event: RequestEvent, *, now: float | None = None
+    ) -> CallResult:
+        """Build, sign, send and classify one call; on a 401 with refreshable auth, retry once.
+
+        Args:
+            now: wall-clock epoch seconds for signing and reset headers; ``time.time()`` if None.
+
+        Raises:
+            ProviderError: any subclass; nothing else escapes for a failed call.
+        """
+        prepared = provider.build_request(event)
+        timeout_s = provider.timeout_s(event.operation)
+        latency_s, sends = 0.0, 0
+        while True:
+            signed = await provider.sign(prepared, now=time.time() if now is None else now)
+            raw = await self.send(
+                signed,
+                timeout_s=timeout_s,
+                max_response_bytes=provider.spec.max_response_bytes,
+                ssl=provider.ssl,
+            )
+            latency_s, sends = latency_s + raw.latency_s, sends + 1
+            if raw.status != 401 or sends > 1 or not provider.refreshable_auth:
+                break
+            provider.signer.on_unauthorized(signed)
+        log.debug("%s.%s: HTTP %s in %.3f s", provider.name, event.operation, raw.status, latency_s)
+        response = provider.classify(
+            raw.status, raw.headers, raw.body, operation=event.operation, now=now
+        )
+        return CallResult(response, latency_s, sends)
+
+
+async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
+    length = response.content_length
+    encoded = "Content-Encoding" in response.headers
+    if length is not None and length > cap:
+        response.close()  # not reading the rest: the connection cannot be reused
+        raise BodyTooLarge(f"response of {length} bytes over {cap}", http_status=response.status)
+    if length is not None and not encoded:
+        return await response.read()  # the fast path: size known and within the cap
+    # Unknown or compressed size: count decoded bytes, so a small gzip bomb is stopped too.
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > cap:
+            response.close()
+            raise BodyTooLarge(f"response over {cap} bytes", http_status=response.status)
+    return bytes(body)

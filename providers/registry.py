@@ -1,0 +1,246 @@
+"""Where providers come from (catalog, entry points, declaration files) and which are active."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import SecretStr, ValidationError
+
+from providers.auth.errors import AuthConfigError
+from providers.auth.oauth2_flow import FetchToken
+from providers.base import Provider
+from providers.catalog import catalog_files
+from providers.declaration import ProviderSpec
+from providers.errors import UnknownProvider
+from providers.spec_file import SPEC_SUFFIXES, SpecError, load_spec_file, summarise
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "callstream.providers"
+# The field of each auth type that a settings-level ``secret`` replaces.
+_SECRET_FIELD = {
+    "api_key": "key", "bearer": "token", "basic": "password",
+    "oauth2_client_credentials": "client_secret", "hmac": "secret", "mtls": "key_password",
+}  # fmt: skip
+
+
+class ProviderOverrides(Protocol):
+    """Per-provider settings (``streams.settings.ProviderSettings`` fits)."""
+
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def base_url(self) -> str | None: ...
+    @property
+    def timeout_s(self) -> float | None: ...
+    @property
+    def rate_per_s(self) -> float | None: ...
+    @property
+    def burst(self) -> int | None: ...
+    @property
+    def secret(self) -> SecretStr | None: ...
+
+
+Overrides = ProviderOverrides | Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A known provider: its spec and class, or why it cannot be used."""
+
+    name: str
+    source: str
+    spec: ProviderSpec | None = None
+    factory: type[Provider] = Provider
+    error: str | None = None
+
+
+class ProviderRegistry:
+    """Known providers by name; later sources win: catalog < entry points < directories."""
+
+    def __init__(
+        self,
+        *,
+        spec_dirs: Iterable[Path] = (),
+        use_entry_points: bool = True,
+        use_catalog: bool = True,
+        fetch_token: FetchToken | None = None,
+    ) -> None:
+        self._spec_dirs = tuple(Path(d) for d in spec_dirs)
+        self._use_entry_points, self._use_catalog = use_entry_points, use_catalog
+        self._fetch_token = fetch_token
+        self._known: dict[str, Registration] | None = None
+        self._active: dict[str, Provider] = {}
+
+    @property
+    def registrations(self) -> Mapping[str, Registration]:
+        if self._known is None:
+            self._known = self._discover()
+        return self._known
+
+    def names(self) -> list[str]:
+        return sorted(self.registrations)
+
+    def registration(self, name: str) -> Registration:
+        """The registration of ``name``, or UnknownProvider listing the known names."""
+        try:
+            return self.registrations[name]
+        except KeyError:
+            known = ", ".join(self.names()) or "(none)"
+            raise UnknownProvider(f"unknown provider {name!r}; known: {known}") from None
+
+    def spec(self, name: str) -> ProviderSpec:
+        """The declared spec, or SpecError when its source is broken."""
+        reg = self.registration(name)
+        if reg.spec is None:
+            raise SpecError(f"{name} ({reg.source}): {reg.error}")
+        return reg.spec
+
+    def create(self, name: str, *overrides: Overrides) -> Provider:
+        """A new provider with overrides applied in order and its signer built.
+
+        Raises:
+            UnknownProvider: no such name; SpecError: broken source, bad override or secret.
+        """
+        spec = self.spec(name)
+        for layer in overrides:
+            spec = apply_overrides(spec, layer)
+        try:
+            return self.registration(name).factory(spec, fetch_token=self._fetch_token)
+        except AuthConfigError as exc:
+            raise SpecError(f"{name}: {exc}") from None
+
+    def activate(self, selection: Mapping[str, Overrides] | Iterable[str]) -> dict[str, Provider]:
+        """Create the selected providers (skipping ``enabled=False``); they replace the active set.
+
+        Raises:
+            UnknownProvider or SpecError for the first name that cannot be activated.
+        """
+        chosen = selection if isinstance(selection, Mapping) else dict.fromkeys(selection)
+        self._active = {
+            name: self.create(name, o) for name, o in chosen.items() if _enabled(o)
+        }  # fmt: skip
+        return dict(self._active)
+
+    def get(self, name: str) -> Provider:
+        """An active provider (the per-request lookup), or UnknownProvider."""
+        provider = self._active.get(name)
+        if provider is None:
+            active = ", ".join(sorted(self._active)) or "(none)"
+            raise UnknownProvider(f"provider {name!r} is not active; active: {active}")
+        return provider
+
+    def _discover(self) -> dict[str, Registration]:
+        known: dict[str, Registration] = {}
+        layers = [
+            _from_files(catalog_files(), "catalog", short=True) if self._use_catalog else [],
+            _from_entry_points() if self._use_entry_points else [],
+            *(_from_files(_spec_files(d), str(d)) for d in self._spec_dirs),
+        ]
+        for layer in layers:
+            known.update(_without_duplicates(layer))
+        return known
+
+
+def apply_overrides(spec: ProviderSpec, overrides: Overrides) -> ProviderSpec:
+    """``spec`` with settings applied (a mapping replaces top-level fields, merging tables)."""
+    if overrides is None:
+        return spec
+    changes = dict(overrides) if isinstance(overrides, Mapping) else _changes(spec, overrides)
+    changes.pop("enabled", None)
+    if not changes:
+        return spec
+    try:
+        return spec.with_overrides(changes)
+    except ValidationError as exc:
+        raise SpecError(f"{spec.name} (settings): {summarise(exc)}") from None
+
+
+def _changes(spec: ProviderSpec, o: ProviderOverrides) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if o.base_url is not None:
+        changes["base_url"] = o.base_url
+    if o.timeout_s is not None:
+        changes["timeout_s"] = o.timeout_s
+    limits = {"rate_per_s": o.rate_per_s, "burst": o.burst}
+    if any(v is not None for v in limits.values()):
+        changes["limits"] = {k: v for k, v in limits.items() if v is not None}
+    if o.secret is not None:
+        field = _SECRET_FIELD.get(spec.auth.type)
+        if field is None:
+            raise SpecError(f"{spec.name} (settings): secret given but auth type is none")
+        changes["auth"] = {field: o.secret}
+    return changes
+
+
+def _enabled(overrides: Overrides) -> bool:
+    if overrides is None:
+        return True
+    if isinstance(overrides, Mapping):
+        return bool(overrides.get("enabled", True))
+    return overrides.enabled
+
+
+def _spec_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        raise SpecError(f"provider directory {directory} does not exist")
+    return sorted(p for p in directory.iterdir() if p.suffix.lower() in SPEC_SUFFIXES)
+
+
+def _from_files(paths: Iterable[Path], source: str, *, short: bool = False) -> list[Registration]:
+    out = []
+    for path in paths:
+        where = f"{source}/{path.name}" if short else str(path)
+        try:
+            spec = load_spec_file(path)
+        except SpecError as exc:
+            out.append(Registration(path.stem, where, error=str(exc)))
+            continue
+        out.append(Registration(spec.name, where, spec))
+    return out
+
+
+def _from_entry_points() -> list[Registration]:
+    out = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        source = f"entry point {ep.value}"
+        try:
+            spec, factory = _resolve(ep.load(), ep.name)
+        except Exception as exc:  # a broken plugin must not hide the others
+            # Reported when the name is listed or activated, not at every discovery.
+            log.info("provider entry point %s is unusable: %s", ep.name, exc)
+            out.append(Registration(ep.name, source, error=f"{type(exc).__name__}: {exc}"))
+            continue
+        out.append(Registration(ep.name, source, spec, factory))
+    return out
+
+
+def _resolve(value: object, name: str) -> tuple[ProviderSpec, type[Provider]]:
+    """An entry point's value: a spec, a Provider subclass, or a callable returning either."""
+    if callable(value) and not isinstance(value, type):
+        value = value()
+    if isinstance(value, ProviderSpec):
+        spec, factory = value, Provider
+    elif isinstance(value, type) and issubclass(value, Provider) and value.default_spec:
+        spec, factory = value.default_spec, value
+    else:
+        raise TypeError(f"expected a ProviderSpec or a Provider subclass with default_spec, "
+                        f"got {type(value).__name__}")  # fmt: skip
+    if spec.name != name:
+        raise ValueError(f"entry point name {name!r} differs from spec name {spec.name!r}")
+    return spec, factory
+
+
+def _without_duplicates(layer: list[Registration]) -> dict[str, Registration]:
+    seen: dict[str, Registration] = {}
+    for reg in layer:
+        if (first := seen.get(reg.name)) is not None:
+            error = f"declared twice: {first.source} and {reg.source}"
+            reg = Registration(reg.name, reg.source, error=error)
+        seen[reg.name] = reg
+    return seen

@@ -1,0 +1,175 @@
+"""A classified provider answer, and the header and JSON parsing behind it."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any, NamedTuple
+
+from providers.declaration import RateLimitHeaders
+
+# Kept on a response for results and caching; never auth material (no set-cookie).
+_KEPT_HEADERS = frozenset(
+    {"content-type", "etag", "last-modified", "cache-control", "age", "expires", "retry-after"}
+)
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+class RateLimitInfo(NamedTuple):
+    """One rate-limit dimension as the provider reported it; None where it said nothing.
+
+    A NamedTuple: built for every response, and a tuple is several times cheaper to make than
+    a frozen dataclass.
+    """
+
+    limit: int | None = None
+    remaining: int | None = None
+    reset_after_s: float | None = None
+
+    @property
+    def exhausted(self) -> bool:
+        return self.remaining == 0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderResponse:
+    """A successful (2xx, not an app-level error) answer of one operation."""
+
+    status: int
+    body: bytes = field(repr=False)
+    # Selected headers, names lower-cased: content and caching, rate limits, request ids.
+    headers: Mapping[str, str] = field(default_factory=dict)
+    cost: float = 0.0
+    # Dimension ("requests", "tokens") → info, in the order the spec declares them.
+    rate_limits: Mapping[str, RateLimitInfo] = field(default_factory=dict)
+    response_type: str = "json"
+
+    @property
+    def rate_limit(self) -> RateLimitInfo | None:
+        """The primary (first declared) dimension, if the provider reported it."""
+        return next(iter(self.rate_limits.values()), None)
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("content-type")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+def lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Header names lower-cased (plain dicts and multidicts; a repeated name keeps one value)."""
+    return {name.lower(): value for name, value in headers.items()}
+
+
+def kept_headers(headers: Mapping[str, str], keep: frozenset[str]) -> dict[str, str]:
+    """The lower-cased ``headers`` worth carrying into a result: ``keep`` and request ids."""
+    return {k: v for k, v in headers.items() if k in keep or k.endswith("request-id")}
+
+
+def headers_to_keep(declared: frozenset[str]) -> frozenset[str]:
+    """Content, caching and retry headers, plus a provider's declared rate-limit headers."""
+    return _KEPT_HEADERS | declared
+
+
+class RateLimitReader:
+    """Reads a provider's declared rate-limit headers (names lower-cased once, here)."""
+
+    __slots__ = ("_dimensions", "names")
+
+    def __init__(self, declared: Mapping[str, RateLimitHeaders]) -> None:
+        self._dimensions = tuple(
+            (dim, (h.limit or "").lower(), (h.remaining or "").lower(), (h.reset or "").lower(),
+             h.reset_kind)
+            for dim, h in declared.items()
+        )  # fmt: skip
+        self.names = frozenset(n for d in self._dimensions for n in d[1:4] if n)
+
+    def read(self, headers: Mapping[str, str], *, now: float) -> dict[str, RateLimitInfo]:
+        """Each declared dimension found in lower-cased ``headers``, in declaration order."""
+        out: dict[str, RateLimitInfo] = {}
+        for dimension, limit, remaining, reset, kind in self._dimensions:
+            values = headers.get(limit), headers.get(remaining), headers.get(reset)
+            if values != (None, None, None):
+                reset_after = _reset_after(values[2], kind, now)
+                out[dimension] = RateLimitInfo(_int(values[0]), _int(values[1]), reset_after)
+        return out
+
+
+def retry_after_s(headers: Mapping[str, str], *, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delta seconds or HTTP date), if present."""
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    seconds = _float(value)
+    if seconds is not None:
+        return max(0.0, seconds)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_duration(value: str) -> float | None:
+    """Seconds in a Go-style duration such as ``1m30s``, ``6m0s`` or ``250ms``."""
+    value = value.strip()
+    parts = _DURATION_PART.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        return _float(value)  # a bare number is seconds
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+
+
+def json_at(data: Any, path: tuple[str, ...]) -> Any:
+    """The value at a dotted path (already split) in parsed JSON, or None when absent."""
+    for key in path:
+        if isinstance(data, dict):
+            data = data.get(key)
+        elif isinstance(data, list) and key.isdigit() and int(key) < len(data):
+            data = data[int(key)]
+        else:
+            return None
+    return data
+
+
+def load_json(body: bytes) -> Any:
+    """Parsed JSON, or None when the body is empty or not JSON."""
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:  # includes UnicodeDecodeError
+        return None
+
+
+def _reset_after(value: str | None, kind: str, now: float) -> float | None:
+    if value is None:
+        return None
+    if kind == "duration":
+        return parse_duration(value)
+    seconds = _float(value)
+    if seconds is None:
+        return None
+    return max(0.0, seconds - now) if kind == "epoch_s" else max(0.0, seconds)
+
+
+def _int(value: str | None) -> int | None:
+    number = _float(value)
+    return int(number) if number is not None else None
+
+
+def _float(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
