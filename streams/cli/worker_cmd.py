@@ -47,10 +47,11 @@ def activate_providers(
     try:
         if selection:
             return registry.activate(selection)
+        names = registry.names()
     except (UnknownProvider, SpecError) as exc:
         raise ConfigurationError(str(exc)) from None
     usable = []
-    for name in registry.names():
+    for name in names:
         try:
             registry.create(name)
             usable.append(name)
@@ -61,6 +62,7 @@ def activate_providers(
 
 def build_worker(settings: Settings) -> tuple[PipelineApp, CallerService]:
     """The composition root: every component, wired, nothing started."""
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     metrics = Metrics.create()
     codecs = Codecs()
     client = ProviderClient(ClientConfig(limit=settings.caller.connection_limit,
