@@ -82,6 +82,12 @@ class CallerService(mode.Service):  # type: ignore[misc]
         assert self._loop_runner is not None
         await self._loop_runner.run()
 
+    @mode.Service.task  # type: ignore[misc]
+    async def _run_commits(self) -> None:
+        await self.ready.wait()
+        assert self._loop_runner is not None
+        await self._loop_runner.run_commits()
+
     @mode.Service.timer(LAG_REFRESH_S)  # type: ignore[misc]
     async def _refresh_lag(self) -> None:
         if self._loop_runner is not None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Protocol
@@ -63,7 +62,6 @@ class CallerLoop:
         # Bumped on every revocation: a batch fetched under an older generation is stale.
         self._generation = 0
         self._stopping = False
-        self._last_commit = 0.0
         self.has_assignment = False
 
     def rebalance_listener(self) -> ConsumerRebalanceListener:
@@ -85,7 +83,13 @@ class CallerLoop:
             for tp, records in batches.items():
                 self._metrics.events_in.labels(tp.topic).inc(len(records))
                 await self._dispatch(tp, records, generation)
-            await self._maybe_commit()
+
+    async def run_commits(self) -> None:
+        """Commit progress every ``commit_interval_s``, apart from fetching: the fetch loop
+        can wait a long time for free call slots, and progress must not wait with it."""
+        while not self._stopping:
+            await asyncio.sleep(self._settings.commit_interval_s)
+            await self.commit()
 
     async def _dispatch(
         self, tp: TopicPartition, records: Iterable[ConsumerRecord[bytes, bytes]], generation: int
@@ -110,12 +114,6 @@ class CallerLoop:
         finally:
             self._slots.release()
             self._metrics.calls_in_flight.dec()
-
-    async def _maybe_commit(self) -> None:
-        now = time.monotonic()
-        if now - self._last_commit >= self._settings.commit_interval_s:
-            self._last_commit = now
-            await self.commit()
 
     async def commit(self, only: Iterable[TopicPartition] | None = None) -> None:
         """Commit every partition whose contiguous finished position moved."""

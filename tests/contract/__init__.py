@@ -1,0 +1,1 @@
+"""Contract tests: the pieces that must agree with each other across packages."""
