@@ -1,0 +1,49 @@
+"""Directives from query parameters and headers, and clear errors for bad values."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp.test_utils import make_mocked_request
+
+from providers.fake.directives import DirectiveError, Directives, read_directives
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "expected"),
+    [
+        ("/v1/items/1", {}, None),
+        ("/v1/items/1?other=1", {}, None),
+        ("/v1/items/1?fake_status=404", {}, Directives(status=404)),
+        ("/v1/items/1?fake_status=timeout", {}, Directives(status="timeout")),
+        ("/v1/items/1?fake_delay_ms=250", {}, Directives(delay_s=0.25)),
+        (
+            "/x?fake_status=503&fake_fail_first=2&fake_retry_after_s=3",
+            {},
+            Directives(status=503, fail_first=2, retry_after_s=3),
+        ),
+        (
+            "/x",
+            {"X-Fake-Status": "500", "X-Fake-Fail-First": "1"},
+            Directives(status=500, fail_first=1),
+        ),
+        ("/x", {"X-Fake-Delay-Ms": "5"}, Directives(delay_s=0.005)),
+        ("/x?fake_status=400", {"X-Fake-Status": "500"}, Directives(status=400)),
+    ],
+)
+def test_read(path, headers, expected):
+    assert read_directives(make_mocked_request("GET", path, headers=headers)) == expected
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/x?fake_status=abc",
+        "/x?fake_status=700",
+        "/x?fake_delay_ms=-1",
+        "/x?fake_delay_ms=soon",
+        "/x?fake_status=200&fake_fail_first=x",
+    ],
+)
+def test_bad_values(path):
+    with pytest.raises(DirectiveError):
+        read_directives(make_mocked_request("GET", path))
