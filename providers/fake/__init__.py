@@ -1,0 +1,1 @@
+"""A fake third-party API (a real aiohttp server) for tests, the demo and benchmarks."""

@@ -1,0 +1,81 @@
+"""Per-request instructions a test puts in the query (``fake_status=503``) or headers.
+
+- ``fake_status`` / ``X-Fake-Status``: answer this status (or ``timeout``) in the flavor's
+  shape instead of running the operation.
+- ``fake_delay_ms`` / ``X-Fake-Delay-Ms``: this request's latency (replaces the configured one).
+- ``fake_fail_first`` / ``X-Fake-Fail-First``: apply ``fake_status`` to the first N calls of
+  this key only (Idempotency-Key, else X-Request-Id, else the request target), then succeed.
+- ``fake_retry_after_s`` / ``X-Fake-Retry-After-S``: Retry-After of an injected 429 or 503.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from aiohttp import web
+
+Outcome = int | Literal["timeout"]
+
+
+class DirectiveError(ValueError):
+    """A directive with an unusable value; the fake answers 400 naming it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Directives:
+    status: Outcome | None = None
+    delay_s: float | None = None
+    fail_first: int | None = None
+    retry_after_s: int | None = None
+
+
+def read_directives(request: web.Request) -> Directives | None:
+    """Return the request's directives, None when it has none (the common, cheap case).
+
+    Raises:
+        DirectiveError: a value that does not parse.
+    """
+    headers = request.headers
+    if (
+        "fake_" not in request.query_string
+        and "X-Fake-Status" not in headers
+        and "X-Fake-Delay-Ms" not in headers
+    ):
+        return None
+    query = request.query
+
+    def get(name: str, header: str) -> str | None:
+        value = query.get(name)
+        return value if value is not None else headers.get(header)
+
+    status_raw = get("fake_status", "X-Fake-Status")
+    delay_raw = get("fake_delay_ms", "X-Fake-Delay-Ms")
+    fail_raw = get("fake_fail_first", "X-Fake-Fail-First")
+    retry_raw = get("fake_retry_after_s", "X-Fake-Retry-After-S")
+    return Directives(
+        status=_status(status_raw) if status_raw is not None else None,
+        delay_s=_number(delay_raw, "fake_delay_ms") / 1000 if delay_raw is not None else None,
+        fail_first=int(_number(fail_raw, "fake_fail_first")) if fail_raw is not None else None,
+        retry_after_s=int(_number(retry_raw, "fake_retry_after_s"))
+        if retry_raw is not None
+        else None,
+    )
+
+
+def _status(raw: str) -> Outcome:
+    if raw == "timeout":
+        return "timeout"
+    if raw.isascii() and raw.isdigit() and 200 <= int(raw) <= 599:
+        return int(raw)
+    raise DirectiveError(f"fake_status={raw!r}: expected 200-599 or 'timeout'")
+
+
+def _number(raw: str, name: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise DirectiveError(f"{name}={raw!r}: expected a number") from None
+    if not 0 <= value < 3600 * 1000:
+        raise DirectiveError(f"{name}={raw!r}: out of range")
+    return value
