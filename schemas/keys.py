@@ -83,3 +83,14 @@ def _parse_shard(text: str) -> int:
     if not text.isascii() or not text.isdigit():
         raise ValueError(f"shard must be decimal digits, got {text!r}")
     return int(text)
+
+
+def request_limit_key(provider: str, request_id: str, shards: int = 1) -> str:
+    """The limit key a request spends tokens from, which is also its Kafka message key.
+
+    With one shard it is the provider's name, so one partition owns the provider's bucket;
+    with N shards a request goes to shard ``shard_for(request_id, N)``.
+    """
+    if shards <= 1:
+        return limit_key(provider)
+    return limit_key(provider, shard=shard_for(request_id, shards))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import faust
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
 from collections.abc import Callable
 from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -26,8 +26,12 @@ def create_app(settings: Settings, metrics: Metrics) -> PipelineApp:
     app.metrics = metrics
 
     @app.page("/metrics")  # type: ignore[misc]
-    async def prometheus_metrics(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
-        return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
+    async def prometheus_metrics(
+        web: faust.web.Web, request: faust.web.Request
+    ) -> faust.web.Response:
+        # aiohttp refuses a charset in content_type=; the header carries Prometheus' full type.
+        return web.bytes(generate_latest(metrics.registry),
+                         headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/healthz")  # type: ignore[misc]
     async def health(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:

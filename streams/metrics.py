@@ -21,9 +21,16 @@ class Metrics:
     provider_calls: Counter
     provider_call_seconds: Histogram
     calls_in_flight: Gauge
+    requests_pending: Gauge
     consumer_lag: Gauge
     commits: Counter
     rebalances: Counter
+    limiter_wait_seconds: Histogram
+    limiter_refusals: Counter
+    limiter_waiting: Gauge
+    limiter_tokens: Gauge
+    forwarded: Counter
+    skipped: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -59,7 +66,12 @@ class Metrics:
                 registry=registry,
             ),
             calls_in_flight=Gauge(
-                "callstream_calls_in_flight", "Requests being processed now.", registry=registry
+                "callstream_calls_in_flight", "Provider calls running now.", registry=registry
+            ),
+            requests_pending=Gauge(
+                "callstream_requests_pending",
+                "Requests read and not finished: waiting for a token, calling, or publishing.",
+                registry=registry,
             ),
             consumer_lag=Gauge(
                 "callstream_consumer_lag_records",
@@ -74,6 +86,43 @@ class Metrics:
                 "callstream_rebalances",
                 "Partition assignments and revocations seen by the caller.",
                 ["kind"],
+                registry=registry,
+            ),
+            limiter_wait_seconds=Histogram(
+                "callstream_limiter_wait_seconds",
+                "Time a request waited for its quota and rate limit before the call.",
+                ["provider"],
+                buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+                registry=registry,
+            ),
+            limiter_refusals=Counter(
+                "callstream_limiter_refusals",
+                "Requests not called: quota_exceeded, deadline_passed (expired while "
+                "waiting) or over_burst.",
+                ["provider", "reason"],
+                registry=registry,
+            ),
+            limiter_waiting=Gauge(
+                "callstream_limiter_waiting_requests",
+                "Requests waiting for a token, per limit key.",
+                ["limit_key"],
+                registry=registry,
+            ),
+            limiter_tokens=Gauge(
+                "callstream_limiter_tokens_available",
+                "Tokens available now, per limit key owned by this worker.",
+                ["limit_key"],
+                registry=registry,
+            ),
+            skipped=Counter(
+                "callstream_requests_skipped",
+                "Records skipped after a handover because the previous owner had finished them.",
+                registry=registry,
+            ),
+            forwarded=Counter(
+                "callstream_requests_forwarded",
+                "Requests that arrived on a partition not owning their limit key and were "
+                "re-published with the right key.",
                 registry=registry,
             ),
         )

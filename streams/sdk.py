@@ -2,8 +2,9 @@
 
 ```python
 async with CallstreamClient(settings) as client:
-    request_id = await client.publish(RequestEvent(provider="open_meteo", operation="forecast",
-                                                   params={"latitude": "52.5", "longitude": "13.4"}))
+    request = RequestEvent(provider="open_meteo", operation="forecast",
+                           params={"latitude": "52.5", "longitude": "13.4"})
+    request_id = await client.publish(request)
     async for result in client.results():
         ...
 ```
@@ -23,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from schemas.codec import Codecs
 from schemas.errors import DecodeError
+from schemas.keys import request_limit_key
 from schemas.models import DeadLetterEvent, RequestEvent, ResultEvent
 from streams.kafka import client_options, producer_options
 from streams.settings import Settings
@@ -45,9 +47,12 @@ class SeenIds:
         return True
 
 
-def limit_key_of(request: RequestEvent) -> bytes:
-    """The message key that routes a request to the partition owning its provider's limit."""
-    return request.provider.encode()
+def limit_key_of(request: RequestEvent, shards: int = 1) -> bytes:
+    """The message key that routes a request to the partition owning its limit's bucket."""
+    try:
+        return request_limit_key(request.provider, request.request_id, shards).encode()
+    except ValueError:  # not a valid provider name: no limit to route by; workers refuse it
+        return request.provider.encode()
 
 
 class CallstreamClient:
@@ -64,7 +69,9 @@ class CallstreamClient:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         if self._producer is not None:
@@ -79,7 +86,7 @@ class CallstreamClient:
         self,
         requests: Iterable[RequestEvent],
         *,
-        partition_key: Callable[[RequestEvent], bytes] = limit_key_of,
+        partition_key: Callable[[RequestEvent], bytes] | None = None,
     ) -> list[str]:
         """Publish many requests, batched by the producer; returns their ids in order.
 
@@ -90,11 +97,12 @@ class CallstreamClient:
         """
         producer = self._require_producer()
         topic = self._settings.topics.requests
+        key_of = partition_key or self._limit_key
         ids: list[str] = []
         deliveries = []
         for request in requests:
             value = self._codecs.request.encode(request)
-            deliveries.append(await producer.send(topic, value=value, key=partition_key(request)))
+            deliveries.append(await producer.send(topic, value=value, key=key_of(request)))
             ids.append(request.request_id)
         await asyncio.gather(*deliveries)
         return ids
@@ -106,26 +114,37 @@ class CallstreamClient:
 
     def reader(self, topic: str | None = None, *, from_beginning: bool = True) -> TopicReader:
         """A reader of the result topic (or ``topic``); positions are fixed on entry."""
-        return TopicReader(self._settings, topic or self._settings.topics.results,
-                           from_beginning=from_beginning)
+        return TopicReader(
+            self._settings, topic or self._settings.topics.results, from_beginning=from_beginning
+        )
 
     async def results(
-        self, *, from_beginning: bool = True, follow: bool = True, idle_timeout_s: float = 1.0,
+        self,
+        *,
+        from_beginning: bool = True,
+        follow: bool = True,
+        idle_timeout_s: float = 1.0,
         topic: str | None = None,
     ) -> AsyncIterator[ResultEvent]:
         """Result events, each request id once. Undecodable records are skipped."""
         async with self.reader(topic, from_beginning=from_beginning) as reader:
-            async for event in reader.results(follow=follow, idle_timeout_s=idle_timeout_s,
-                                              codecs=self._codecs):
+            async for event in reader.results(
+                follow=follow, idle_timeout_s=idle_timeout_s, codecs=self._codecs
+            ):
                 yield event
 
     async def dead_letters(
-        self, *, from_beginning: bool = True, follow: bool = True, idle_timeout_s: float = 1.0,
+        self,
+        *,
+        from_beginning: bool = True,
+        follow: bool = True,
+        idle_timeout_s: float = 1.0,
     ) -> AsyncIterator[DeadLetterEvent]:
         """Dead letters, duplicates (same request id or same original position) dropped."""
         seen = SeenIds()
-        async with self.reader(self._settings.topics.dead_letters,
-                               from_beginning=from_beginning) as reader:
+        async with self.reader(
+            self._settings.topics.dead_letters, from_beginning=from_beginning
+        ) as reader:
             async for raw in reader.values(follow=follow, idle_timeout_s=idle_timeout_s):
                 try:
                     letter = self._codecs.dead_letter.decode(raw)
@@ -134,6 +153,10 @@ class CallstreamClient:
                 origin = f"{letter.source_topic}/{letter.source_partition}/{letter.source_offset}"
                 if seen.add(letter.request_id or origin):
                     yield letter
+
+    def _limit_key(self, request: RequestEvent) -> bytes:
+        provider = self._settings.providers.get(request.provider)
+        return limit_key_of(request, provider.shards if provider else 1)
 
     def _require_producer(self) -> AIOKafkaProducer:
         if self._producer is None:

@@ -44,6 +44,9 @@ class KafkaSettings(_Section):
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
     # The embedded Tansu broker lacks idempotent producers; real Kafka has them.
     idempotent_producer: bool = False
+    # Record finished-out-of-order offsets in commit metadata so the next owner skips them
+    # (no repeated calls on a graceful handover). Tansu does not keep commit metadata.
+    commit_metadata: bool = True
     producer_linger_ms: int = Field(default=5, ge=0)
     max_poll_records: int = Field(default=2000, ge=1)
 
@@ -67,7 +70,11 @@ class TopicSettings(_Section):
 class CallerSettings(_Section):
     """The call stage: how many calls run at once and how often progress is committed."""
 
+    # Provider calls running at once, per worker.
     max_in_flight: int = Field(default=512, ge=1)
+    # Requests read and not finished yet (waiting for tokens, or calling), per worker. Waiting
+    # requests do not hold call slots, so a slow limit cannot starve other providers.
+    max_pending: int = Field(default=20_000, ge=1)
     commit_interval_s: float = Field(default=0.2, gt=0)
     # On a graceful rebalance in-flight calls finish and their offsets are committed before the
     # partitions are released, so the next owner never repeats them; this caps that wait.
@@ -95,6 +102,31 @@ class ProviderSettings(_Section):
     burst: int | None = Field(default=None, ge=1)
     # Overrides a secret the declaration references (e.g. the API key or token).
     secret: SecretStr | None = None
+    # Split the limit into this many shards (rate/N, burst/N each) on different partitions,
+    # when one worker cannot serve the whole quota.
+    shards: int = Field(default=1, ge=1, le=1024)
+
+
+class QuotaRule(_Section):
+    """A tenant's quota on a provider; ``*`` matches any. The most specific rule applies."""
+
+    tenant: str = "*"
+    provider: str = "*"
+    per_second: int | None = Field(default=None, ge=0)
+    per_minute: int | None = Field(default=None, ge=0)
+    per_day: int | None = Field(default=None, ge=0)
+    # reject: a `rejected` result with reason quota_exceeded; queue: wait for the window reset.
+    on_exceed: Literal["reject", "queue"] = "reject"
+
+
+class LimiterSettings(_Section):
+    """Rate limits (from each provider's declaration) and tenant quotas."""
+
+    enabled: bool = True
+    # Arrival-time jitter between our send and the provider's clock that the limiter absorbs
+    # by keeping this much burst in reserve (see agents/rate_limiter/bucket.py).
+    jitter_s: float = Field(default=0.05, ge=0, le=5)
+    quotas: list[QuotaRule] = Field(default_factory=list)
 
 
 class Settings(BaseSettings):
@@ -114,6 +146,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     caller: CallerSettings = CallerSettings()
     web: WebSettings = WebSettings()
+    limiter: LimiterSettings = LimiterSettings()
     # Providers to activate (by registry name) and their overrides. Empty = every known one.
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     # Extra directories of provider declaration files (TOML/YAML).

@@ -10,16 +10,21 @@ from typing import Any
 import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from agents.provider_caller.runtime import CallerLoop, RecordHandler
+from agents.provider_caller.guard import CallGuard
+from agents.provider_caller.runtime import CallerLoop, PartitionListener, RecordHandler
 from agents.publishing.publisher import EventEncoder, OutcomePublisher
 from streams.kafka import consumer_options, producer_options
 from streams.metrics import Metrics
+from streams.routing import PartitionRouter
 from streams.settings import Settings
 from streams.topics import ensure_topics, pipeline_topics
 
 log = logging.getLogger(__name__)
 
-LAG_REFRESH_S = 5.0
+GAUGE_REFRESH_S = 5.0
+
+# Builds the per-partition state that follows the assignment, once the producer exists.
+ListenerFactory = Callable[[AIOKafkaProducer], Awaitable[Sequence[PartitionListener]]]
 
 
 class CallerService(mode.Service):  # type: ignore[misc]
@@ -32,6 +37,11 @@ class CallerService(mode.Service):  # type: ignore[misc]
         encoder: EventEncoder,
         metrics: Metrics,
         known_providers: frozenset[str],
+        *,
+        router: PartitionRouter | None = None,
+        guard: CallGuard | None = None,
+        listener_factory: ListenerFactory | None = None,
+        gauges: Callable[[], None] | None = None,
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
         **kwargs: Any,
     ) -> None:
@@ -41,6 +51,10 @@ class CallerService(mode.Service):  # type: ignore[misc]
         self._encoder = encoder
         self._metrics = metrics
         self._known_providers = known_providers
+        self._router = router
+        self._guard = guard
+        self._listener_factory = listener_factory
+        self._gauges = gauges
         self._closers = closers
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -53,21 +67,33 @@ class CallerService(mode.Service):  # type: ignore[misc]
 
     async def on_start(self) -> None:
         settings = self._settings
-        await ensure_topics(settings.kafka, pipeline_topics(settings.topics),
-                            create=settings.topics.create)
+        await ensure_topics(
+            settings.kafka, pipeline_topics(settings.topics), create=settings.topics.create
+        )
         self._producer = AIOKafkaProducer(**producer_options(settings.kafka))
         await self._producer.start()
-        self._consumer = AIOKafkaConsumer(**consumer_options(settings.kafka, group_id=self.group_id))
+        listeners = await self._listener_factory(self._producer) if self._listener_factory else ()
+        self._consumer = AIOKafkaConsumer(
+            **consumer_options(settings.kafka, group_id=self.group_id)
+        )
         publisher = OutcomePublisher(
             self._producer,
             self._encoder,
             self._metrics,
             results_topic=settings.topics.results,
             dead_letter_topic=settings.topics.dead_letters,
+            requests_topic=settings.topics.requests,
             known_providers=self._known_providers,
         )
         self._loop_runner = CallerLoop(
-            self._consumer, self._handler, publisher, self._metrics, settings.caller
+            self._consumer,
+            self._handler,
+            publisher,
+            self._metrics,
+            settings.caller,
+            listeners=[_RouterRefresh(self), *listeners],
+            guard=self._guard,
+            commit_metadata=settings.kafka.commit_metadata,
         )
         self._consumer.subscribe(
             [settings.topics.requests], listener=self._loop_runner.rebalance_listener()
@@ -75,6 +101,12 @@ class CallerService(mode.Service):  # type: ignore[misc]
         await self._consumer.start()
         self.ready.set()
         log.info("caller consuming %s as group %s", settings.topics.requests, self.group_id)
+
+    def refresh_router(self) -> None:
+        if self._router is not None and self._consumer is not None:
+            partitions = self._consumer.partitions_for_topic(self._settings.topics.requests)
+            if partitions:
+                self._router.update(partitions)
 
     @mode.Service.task  # type: ignore[misc]
     async def _run_loop(self) -> None:
@@ -88,10 +120,12 @@ class CallerService(mode.Service):  # type: ignore[misc]
         assert self._loop_runner is not None
         await self._loop_runner.run_commits()
 
-    @mode.Service.timer(LAG_REFRESH_S)  # type: ignore[misc]
-    async def _refresh_lag(self) -> None:
+    @mode.Service.timer(GAUGE_REFRESH_S)  # type: ignore[misc]
+    async def _refresh_gauges(self) -> None:
         if self._loop_runner is not None:
             await self._loop_runner.update_lag()
+        if self._gauges is not None:
+            self._gauges()
 
     async def on_stop(self) -> None:
         # Finish and commit what is in flight before leaving the group, so the next owner of
@@ -115,3 +149,16 @@ class CallerService(mode.Service):  # type: ignore[misc]
             "partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in runner.owned_partitions),
             "in_flight": runner.in_flight,
         }
+
+
+class _RouterRefresh:
+    """Re-reads the request topic's partitions at every assignment (they can be added)."""
+
+    def __init__(self, service: CallerService) -> None:
+        self._service = service
+
+    async def assigned(self, partitions: set[int]) -> None:
+        self._service.refresh_router()
+
+    async def revoked(self, partitions: set[int]) -> None:
+        return None

@@ -8,14 +8,17 @@ that ends as a dead letter so the partition keeps moving.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from agents.publishing.envelope import Outcome, SourceRecord, dead_letter, result
-from providers.errors import NotAllowed, ProviderError
+from agents.provider_caller.guard import CallGuard
+from agents.publishing.envelope import Forward, Outcome, SourceRecord, dead_letter, result
+from agents.rate_limiter.limiter import Admission, Limiter
+from providers.errors import NotAllowed, ProviderError, RateLimited, UnknownProvider
 from schemas.errors import DecodeError
 from schemas.models import AttemptRecord, RequestEvent, ResultStatus, now_ms
 
@@ -40,6 +43,9 @@ class ProviderGateway(Protocol):
 
     async def call(self, request: RequestEvent) -> ProviderReply: ...
 
+    @property
+    def provider_names(self) -> frozenset[str]: ...
+
 
 class RequestDecoder(Protocol):
     def decode(self, raw: bytes) -> RequestEvent: ...
@@ -54,15 +60,35 @@ class Caller:
         decoder: RequestDecoder,
         *,
         reply_topics: Collection[str] = (),
+        limiter: Limiter | None = None,
+        owner_of: Callable[[str], int | None] | None = None,
+        max_in_flight: int = 512,
+        guard: CallGuard | None = None,
         clock_ms: Callable[[], int] = now_ms,
     ) -> None:
+        """Args:
+        gateway: calls providers.
+        decoder: bytes to RequestEvent.
+        reply_topics: topics a request may name as ``reply_to``.
+        limiter: quotas and rate limits; None calls without limits.
+        owner_of: the partition that owns a limit key (None when unknown yet).
+        max_in_flight: provider calls at once; waiting for a token holds no call slot.
+        guard: shared with the loop, which cancels requests that have not called yet.
+        clock_ms: epoch milliseconds, injectable for tests.
+        """
         self._gateway = gateway
         self._decoder = decoder
         self._reply_topics = frozenset(reply_topics)
+        self._limiter = limiter
+        self._owner_of = owner_of
+        self._call_slots = asyncio.Semaphore(max_in_flight)
+        self._guard = guard or CallGuard()
         self._clock_ms = clock_ms
 
-    async def handle(self, source: SourceRecord) -> Outcome:
-        """The outcome of one record. Never raises."""
+    async def handle(self, source: SourceRecord) -> Outcome | Forward:
+        """The outcome of one record. Never raises, except CancelledError when the record's
+        partition is revoked while it waits for a token (it was not called, and will be read
+        again by the partition's next owner)."""
         try:
             request = self._decoder.decode(source.value)
         except DecodeError as exc:
@@ -75,23 +101,52 @@ class Caller:
                 source, reason="internal_error", error=exc, stage="caller", request=request
             )
 
-    async def _handle_request(self, source: SourceRecord, request: RequestEvent) -> Outcome:
-        if request.reply_to is not None and request.reply_to not in self._reply_topics:
-            error = NotAllowed(f"reply_to topic {request.reply_to!r} is not an allowed reply topic")
-            return self._dead(source, reason=error.reason, error=error, stage="admission",
-                              request=request)
+    async def _handle_request(
+        self, source: SourceRecord, request: RequestEvent
+    ) -> Outcome | Forward:
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return self._dead(
+                source, reason=refusal.reason, error=refusal, stage="admission", request=request
+            )
         now = self._clock_ms()
         if request.deadline_at_ms is not None and now >= request.deadline_at_ms:
-            expired = result(request, ResultStatus.EXPIRED, now_ms=now, reason="deadline_passed")
-            return Outcome(expired, reply_to=request.reply_to)
+            return self._ended(request, ResultStatus.EXPIRED, "deadline_passed")
+        if self._limiter is None:
+            return await self._call(source, request)
+        key = self._limiter.limit_key(request)
+        owner = self._owner_of(key) if self._owner_of else None
+        if owner is not None and owner != source.partition:
+            return Forward(key.encode(), source.value)
+        decision = await self._limiter.admit(request, source.partition)
+        if decision.admission is Admission.EXPIRED:
+            return self._ended(request, ResultStatus.EXPIRED, decision.reason)
+        if decision.admission is Admission.REJECTED:
+            return self._ended(request, ResultStatus.REJECTED, decision.reason)
         return await self._call(source, request)
+
+    def _refusal(self, request: RequestEvent) -> ProviderError | None:
+        """Why a request may not be made at all, checked before it spends anything."""
+        if request.provider not in self._gateway.provider_names:
+            return UnknownProvider(f"provider {request.provider!r} is not configured")
+        if request.reply_to is not None and request.reply_to not in self._reply_topics:
+            return NotAllowed(f"reply_to topic {request.reply_to!r} is not an allowed reply topic")
+        return None
+
+    def _ended(self, request: RequestEvent, status: ResultStatus, reason: str | None) -> Outcome:
+        ended = result(request, status, now_ms=self._clock_ms(), reason=reason)
+        return Outcome(ended, reply_to=request.reply_to)
 
     async def _call(self, source: SourceRecord, request: RequestEvent) -> Outcome:
         started_ms = self._clock_ms()
         started = time.perf_counter()
         try:
-            reply = await self._gateway.call(request)
+            async with self._call_slots:
+                self._guard.enter_call()  # from here on, a revocation waits for this call
+                reply = await self._gateway.call(request)
         except ProviderError as exc:
+            if isinstance(exc, RateLimited) and self._limiter is not None:
+                self._limiter.observe_rate_limited(request, source.partition, exc.retry_after_s)
             attempt = AttemptRecord(
                 attempt=request.attempt,
                 started_at_ms=started_ms,
@@ -117,12 +172,21 @@ class Caller:
         return Outcome(done, reply_to=request.reply_to)
 
     def _failed(
-        self, source: SourceRecord, request: RequestEvent, exc: ProviderError,
+        self,
+        source: SourceRecord,
+        request: RequestEvent,
+        exc: ProviderError,
         attempt: AttemptRecord,
     ) -> Outcome:
         if not exc.retriable:
-            return self._dead(source, reason=exc.reason, error=exc, stage="caller",
-                              request=request, attempts=(attempt,))
+            return self._dead(
+                source,
+                reason=exc.reason,
+                error=exc,
+                stage="caller",
+                request=request,
+                attempts=(attempt,),
+            )
         failed = result(
             request,
             ResultStatus.FAILED,
@@ -146,6 +210,13 @@ class Caller:
         request: RequestEvent | None = None,
         attempts: tuple[AttemptRecord, ...] = (),
     ) -> Outcome:
-        letter = dead_letter(source, reason=reason, error=error, stage=stage,
-                             now_ms=self._clock_ms(), request=request, attempts=attempts)
+        letter = dead_letter(
+            source,
+            reason=reason,
+            error=error,
+            stage=stage,
+            now_ms=self._clock_ms(),
+            request=request,
+            attempts=attempts,
+        )
         return Outcome(letter)

@@ -30,11 +30,14 @@ class HttpGateway:
         provider = self._providers.get(request.provider)
         if provider is None:
             raise UnknownProvider(f"provider {request.provider!r} is not configured")
+        self._metrics.calls_in_flight.inc()
         try:
             result = await self._client.call(provider, request)
         except ProviderError as exc:
             self._metrics.provider_calls.labels(provider.name, exc.reason).inc()
             raise
+        finally:
+            self._metrics.calls_in_flight.dec()
         response = result.response
         self._metrics.provider_calls.labels(provider.name, "ok").inc()
         self._metrics.provider_call_seconds.labels(provider.name).observe(result.latency_s)

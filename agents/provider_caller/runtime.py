@@ -26,17 +26,25 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from agents.publishing.envelope import Outcome, SourceRecord
+from agents.provider_caller.guard import CallGuard
+from agents.publishing.envelope import Forward, Outcome, SourceRecord
 from agents.publishing.publisher import OutcomePublisher
 from streams.metrics import Metrics
-from streams.offsets import OffsetTracker
+from streams.offsets import OffsetTracker, decode_done, encode_done
 from streams.settings import CallerSettings
 
 log = logging.getLogger(__name__)
 
 
 class RecordHandler(Protocol):
-    async def handle(self, source: SourceRecord) -> Outcome: ...
+    async def handle(self, source: SourceRecord) -> Outcome | Forward: ...
+
+
+class PartitionListener(Protocol):
+    """Per-partition state that follows the assignment (the limiter, the quota table)."""
+
+    async def assigned(self, partitions: set[int]) -> None: ...
+    async def revoked(self, partitions: set[int]) -> None: ...
 
 
 class CallerLoop:
@@ -49,6 +57,9 @@ class CallerLoop:
         publisher: OutcomePublisher,
         metrics: Metrics,
         settings: CallerSettings,
+        listeners: Iterable[PartitionListener] = (),
+        guard: CallGuard | None = None,
+        commit_metadata: bool = True,
     ) -> None:
         self._consumer = consumer
         self._handler = handler
@@ -56,12 +67,21 @@ class CallerLoop:
         self._metrics = metrics
         self._settings = settings
         self._tracker = OffsetTracker()
-        self._slots = asyncio.Semaphore(settings.max_in_flight)
+        self._listeners = list(listeners)
+        self._guard = guard or CallGuard()
+        # Bounds records read but not finished; calls themselves are bounded by the caller.
+        self._slots = asyncio.Semaphore(settings.max_pending)
         self._owned: set[TopicPartition] = set()
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = defaultdict(set)
         # Bumped on every revocation: a batch fetched under an older generation is stale.
         self._generation = 0
         self._stopping = False
+        # Clear while a rebalance runs its callbacks: dispatch waits for the handover to end.
+        self._settled = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        # Per partition, offsets the previous owner finished above its committed position.
+        self._done_before: dict[TopicPartition, set[int]] = {}
+        self._metadata = commit_metadata
         self.has_assignment = False
 
     def rebalance_listener(self) -> ConsumerRebalanceListener:
@@ -96,15 +116,42 @@ class CallerLoop:
     ) -> None:
         for record in records:
             await self._slots.acquire()
+            await self._settled.wait()  # never dispatch while partitions are being handed over
             if self._stopping or generation != self._generation or tp not in self._owned:
                 self._slots.release()
+                await self._rewind(tp)
                 return
             self._tracker.start(tp, record.offset)
+            if record.offset in self._done_before.get(tp, ()):
+                # Finished by the partition's previous owner after its committed position.
+                self._tracker.finish(tp, record.offset)
+                self._slots.release()
+                self._metrics.skipped.inc()
+                continue
             source = SourceRecord(tp.topic, tp.partition, record.offset, record.value or b"")
             task = asyncio.create_task(self._process(tp, source))
             self._tasks[tp].add(task)
             task.add_done_callback(self._tasks[tp].discard)
-            self._metrics.calls_in_flight.inc()
+            self._metrics.requests_pending.inc()
+
+    async def _rewind(self, tp: TopicPartition) -> None:
+        """Read ``tp`` again from its committed position after dropping a stale batch.
+
+        A batch fetched around a rebalance may be dropped here, but the consumer's position
+        has already moved past it; if the partition is (still or again) ours, going back to
+        the committed offset is the one safe place: nothing of it is in flight.
+        """
+        if self._stopping or tp not in self._consumer.assignment():
+            return
+        try:
+            committed = await self._consumer.committed(tp)
+        except KafkaError as exc:
+            log.warning("cannot read the committed offset of %s: %r", tp, exc)
+            return
+        if committed is None:
+            await self._consumer.seek_to_beginning(tp)
+        else:
+            self._consumer.seek(tp, committed)
 
     async def _process(self, tp: TopicPartition, source: SourceRecord) -> None:
         try:
@@ -113,40 +160,60 @@ class CallerLoop:
             self._tracker.finish(tp, source.offset)
         finally:
             self._slots.release()
-            self._metrics.calls_in_flight.dec()
+            self._metrics.requests_pending.dec()
 
     async def commit(self, only: Iterable[TopicPartition] | None = None) -> None:
-        """Commit every partition whose contiguous finished position moved."""
-        due = self._tracker.to_commit()
-        if only is not None:
-            wanted = set(only)
-            due = {tp: pos for tp, pos in due.items() if tp in wanted}
-        if not due:
-            return
-        offsets = {tp: pos for tp, pos in due.items() if isinstance(tp, TopicPartition)}
-        try:
-            await self._consumer.commit(offsets)
-        except (CommitFailedError, KafkaError) as exc:
-            # The group is rebalancing; the records will be committed by the drain or redone.
-            log.warning("offset commit failed: %r", exc)
-            return
-        self._tracker.mark_committed(due)
-        self._metrics.commits.inc()
+        """Commit every partition whose contiguous finished position moved.
+
+        One commit at a time, each computing its positions inside the lock: a periodic commit
+        computed before a revocation and sent after the revocation's own commit would move
+        the committed offset backwards, and the next owner would call those requests again.
+        """
+        async with self._commit_lock:
+            due = self._tracker.to_commit()
+            if only is not None:
+                wanted = set(only)
+                due = {tp: pos for tp, pos in due.items() if tp in wanted}
+            offsets = {
+                tp: (position, encode_done(position, done) if self._metadata else "")
+                for tp, (position, done) in due.items()
+                if isinstance(tp, TopicPartition)
+            }
+            if not offsets:
+                return
+            try:
+                await self._consumer.commit(offsets)
+            except (CommitFailedError, KafkaError) as exc:
+                # The group is rebalancing; the drain commits again or the records are redone.
+                log.warning("offset commit failed: %r", exc)
+                return
+            self._tracker.mark_committed(due)
+            self._metrics.commits.inc()
 
     async def drain(self, partitions: Iterable[TopicPartition]) -> None:
-        """Wait for the in-flight records of ``partitions``, then commit them."""
+        """Cancel the records of ``partitions`` that have not called their provider yet, wait
+        for the calls in flight and their outcomes, then commit."""
         partitions = list(partitions)
         pending = [task for tp in partitions for task in self._tasks.get(tp, ())]
+        for task in pending:
+            if not self._guard.has_called(task):
+                task.cancel()  # uncommitted, so the partition's next owner calls it once
         if pending:
-            done, still = await asyncio.wait(pending, timeout=self._settings.drain_timeout_s)
+            _, still = await asyncio.wait(pending, timeout=self._settings.drain_timeout_s)
             if still:
                 log.warning("%d calls still in flight after the drain timeout", len(still))
         await self.commit(only=partitions)
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._settled.clear()
         self._generation += 1
         self._owned -= revoked
         self._metrics.rebalances.labels("revoked").inc()
+        # Listeners first: the limiter cancels requests still waiting for a token (never
+        # called, they stay uncommitted for the next owner); then in-flight calls finish.
+        numbers = {tp.partition for tp in revoked}
+        for listener in self._listeners:
+            await listener.revoked(numbers)
         await self.drain(revoked)
         for tp in revoked:
             self._tracker.release(tp)
@@ -155,15 +222,47 @@ class CallerLoop:
                 self._metrics.consumer_lag.remove(tp.topic, str(tp.partition))
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        numbers = {tp.partition for tp in assigned}
+        for listener in self._listeners:
+            await listener.assigned(numbers)  # e.g. quota tables recover before any record
+        await self._load_done_before(assigned)
         self._owned |= assigned
         self.has_assignment = True
+        self._settled.set()
         self._metrics.rebalances.labels("assigned").inc()
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
+    async def _load_done_before(self, assigned: set[TopicPartition]) -> None:
+        """Read which records above each committed offset are already finished."""
+        self._done_before = {}
+        if not self._metadata or not assigned:
+            return
+        try:
+            # aiokafka's public committed() drops the metadata; its coordinator returns it.
+            committed = await self._consumer._coordinator.fetch_committed_offsets(list(assigned))
+        except (AttributeError, KafkaError) as exc:
+            log.warning("cannot read commit metadata (%r): finished records may run again", exc)
+            return
+        for tp, meta in committed.items():
+            done = decode_done(meta.offset, meta.metadata or "")
+            if done:
+                self._done_before[tp] = done
+                log.info("%s: %d records finished above offset %d will be skipped",
+                         tp, len(done), meta.offset)
+
     async def stop(self) -> None:
-        """Stop fetching, let in-flight calls finish, and commit their offsets."""
+        """Stop fetching, let in-flight calls finish, and commit their offsets.
+
+        Requests still waiting for a token are cancelled unsent: their offsets stay
+        uncommitted and the partition's next owner reads them again.
+        """
         self._stopping = True
-        await self.drain(list(self._owned))
+        self._settled.set()  # release a dispatch waiting for a handover that will not come
+        owned = list(self._owned)
+        numbers = {tp.partition for tp in owned}
+        for listener in self._listeners:
+            await listener.revoked(numbers)
+        await self.drain(owned)
 
     async def update_lag(self) -> None:
         """Set the lag gauge from the broker's high watermarks and our committed positions."""

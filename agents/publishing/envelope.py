@@ -40,6 +40,16 @@ class Outcome:
         return self.event.provider
 
 
+@dataclass(frozen=True)
+class Forward:
+    """Not an outcome: the request arrived on a partition that does not own its limit key, so
+    it is re-published with the right key (publishers that key by anything else still get
+    exact limits, at the cost of one more hop)."""
+
+    key: bytes
+    value: bytes
+
+
 def result(
     request: RequestEvent,
     status: ResultStatus,

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Protocol
 
-from agents.publishing.envelope import Outcome
+from agents.publishing.envelope import Forward, Outcome
 from schemas.models import DeadLetterEvent, ResultEvent
 from streams.metrics import Metrics
 
@@ -37,6 +37,7 @@ class OutcomePublisher:
         *,
         results_topic: str,
         dead_letter_topic: str,
+        requests_topic: str = "",
         known_providers: frozenset[str] = frozenset(),
         retry_backoff_s: float = 0.5,
     ) -> None:
@@ -45,30 +46,37 @@ class OutcomePublisher:
         self._metrics = metrics
         self._results_topic = results_topic
         self._dead_letter_topic = dead_letter_topic
+        self._requests_topic = requests_topic
         self._retry_backoff_s = retry_backoff_s
         # Provider names come from events: only configured ones become label values, so a
         # stream of made-up names cannot blow up the metric's cardinality.
         self._known_providers = known_providers
 
-    async def publish(self, outcome: Outcome) -> None:
-        """Write the outcome and wait for the broker's acknowledgement.
+    async def publish(self, outcome: Outcome | Forward) -> None:
+        """Write the outcome (or forward the request) and wait for the broker's ack.
 
         A failed write is retried until it succeeds or the task is cancelled: the caller only
         commits the request's offset after this returns, so giving up here would lose it.
         """
+        if isinstance(outcome, Forward):
+            await self._send(self._requests_topic, outcome.value, outcome.key)
+            self._metrics.forwarded.inc()
+            return
         topic, value = self._encode(outcome)
-        key = (outcome.event.request_id or "").encode()
+        await self._send(topic, value, (outcome.event.request_id or "").encode() or None)
+        self._count(outcome)
+
+    async def _send(self, topic: str, value: bytes, key: bytes | None) -> None:
         while True:
             try:
-                delivery = await self._sender.send(topic, value=value, key=key or None)
+                delivery = await self._sender.send(topic, value=value, key=key)
                 await delivery
-                break
+                return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("publish to %s failed (%r); retrying", topic, exc)
                 await asyncio.sleep(self._retry_backoff_s)
-        self._count(outcome)
 
     def _encode(self, outcome: Outcome) -> tuple[str, bytes]:
         event = outcome.event

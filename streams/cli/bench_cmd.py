@@ -49,10 +49,14 @@ def _broker(bootstrap: str | None) -> Iterator[str]:
 def throughput(
     requests: Annotated[int, typer.Option("--requests", "-n", min=100)] = 10_000,
     rounds: Annotated[int, typer.Option(min=1, max=20)] = 3,
-    latency: Annotated[list[int] | None, typer.Option("--latency-ms",
-                       help="Provider latencies to measure (repeatable).")] = None,
-    bootstrap: Annotated[str | None, typer.Option("--bootstrap", "-b",
-                         help="Use this Kafka instead of starting Apache Kafka.")] = None,
+    latency: Annotated[
+        list[int] | None,
+        typer.Option("--latency-ms", help="Provider latencies to measure (repeatable)."),
+    ] = None,
+    bootstrap: Annotated[
+        str | None,
+        typer.Option("--bootstrap", "-b", help="Use this Kafka instead of starting Apache Kafka."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON too.")] = False,
 ) -> None:
     """Pipeline throughput against a direct aiohttp client, on real Apache Kafka."""
@@ -63,29 +67,42 @@ def throughput(
         console.print(f"broker {servers}; {requests} requests x {rounds} rounds per variant")
         for latency_ms in latencies:
             concurrency = CONCURRENCY_BY_LATENCY.get(latency_ms, 200)
-            directs, pipelines = _measure(tmp, servers, latency_ms, concurrency, requests,
-                                          rounds, console)
+            directs, pipelines = _measure(
+                tmp, servers, latency_ms, concurrency, requests, rounds, console
+            )
             direct_rate, pipeline_rate = median_rate(directs), median_rate(pipelines)
             cpu = [f.cpu_ms_per_request for f in pipelines if f.cpu_ms_per_request is not None]
-            summary.append({
-                "latency_ms": latency_ms, "concurrency": concurrency,
-                "direct_req_s": round(direct_rate, 1), "pipeline_req_s": round(pipeline_rate, 1),
-                "ratio": round(pipeline_rate / direct_rate, 3),
-                "worker_cpu_ms_per_request": round(sorted(cpu)[len(cpu) // 2], 3) if cpu else None,
-            })
+            summary.append(
+                {
+                    "latency_ms": latency_ms,
+                    "concurrency": concurrency,
+                    "direct_req_s": round(direct_rate, 1),
+                    "pipeline_req_s": round(pipeline_rate, 1),
+                    "ratio": round(pipeline_rate / direct_rate, 3),
+                    "worker_cpu_ms_per_request": round(sorted(cpu)[len(cpu) // 2], 3)
+                    if cpu
+                    else None,
+                }
+            )
     _print_summary(console, summary)
     if as_json:
         sys.stdout.write(json.dumps({"throughput": summary}) + "\n")
 
 
 def _measure(
-    tmp: Path, servers: str, latency_ms: int, concurrency: int, requests: int, rounds: int,
+    tmp: Path,
+    servers: str,
+    latency_ms: int,
+    concurrency: int,
+    requests: int,
+    rounds: int,
     console: Console,
 ) -> tuple[list[RunFigure], list[RunFigure]]:
     fake = start_fake_provider(tmp, "--latency-ms", str(latency_ms), "--api-key", DEMO_API_KEY)
     app_id = f"bench-{latency_ms}ms"
-    topics = TopicSettings(requests=f"{app_id}.requests", results=f"{app_id}.results",
-                           dead_letters=f"{app_id}.dlq")
+    topics = TopicSettings(
+        requests=f"{app_id}.requests", results=f"{app_id}.results", dead_letters=f"{app_id}.dlq"
+    )
     env = {
         **worker_env(servers, fake.url, tmp, embedded=False),
         "CALLSTREAM_APP_ID": app_id,
@@ -113,9 +130,14 @@ def _measure(
             return RunFigure("pipeline", latency_ms, requests, seconds, cpu)
 
         def report(figure: RunFigure) -> None:
-            cpu = (f", worker CPU {figure.cpu_ms_per_request:.3f} ms/request"
-                   if figure.cpu_ms_per_request is not None else "")
-            console.print(f"  {latency_ms:>3} ms  {figure.variant:<15} {figure.rate:8.0f} req/s{cpu}")
+            cpu = (
+                f", worker CPU {figure.cpu_ms_per_request:.3f} ms/request"
+                if figure.cpu_ms_per_request is not None
+                else ""
+            )
+            console.print(
+                f"  {latency_ms:>3} ms  {figure.variant:<15} {figure.rate:8.0f} req/s{cpu}"
+            )
 
         return interleave(rounds, direct, pipeline, report)
     finally:
@@ -125,13 +147,24 @@ def _measure(
 
 def _print_summary(console: Console, summary: list[dict[str, float | int | None]]) -> None:
     table = Table(title="throughput: pipeline vs direct aiohttp client (medians)")
-    for column in ("provider latency", "in flight", "direct req/s", "pipeline req/s", "ratio",
-                   "worker CPU ms/req"):
+    for column in (
+        "provider latency",
+        "in flight",
+        "direct req/s",
+        "pipeline req/s",
+        "ratio",
+        "worker CPU ms/req",
+    ):
         table.add_column(column, justify="right")
     for row in summary:
-        table.add_row(f"{row['latency_ms']} ms", str(row["concurrency"]),
-                      f"{row['direct_req_s']:.0f}", f"{row['pipeline_req_s']:.0f}",
-                      f"{row['ratio']:.2f}", str(row["worker_cpu_ms_per_request"]))
+        table.add_row(
+            f"{row['latency_ms']} ms",
+            str(row["concurrency"]),
+            f"{row['direct_req_s']:.0f}",
+            f"{row['pipeline_req_s']:.0f}",
+            f"{row['ratio']:.2f}",
+            str(row["worker_cpu_ms_per_request"]),
+        )
     console.print(table)
 
 

@@ -16,12 +16,18 @@ broker_app = typer.Typer(help="Run a local broker.", no_args_is_help=True)
 
 @broker_app.command("start")
 def start(
-    kind: Annotated[str, typer.Option("--kind", help="embedded (Tansu, in the wheel) or kafka "
-                                      "(Apache Kafka 4.4 from Maven Central).")] = "embedded",
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            help="embedded (Tansu, in the wheel) or kafka (Apache Kafka 4.4 from Maven Central).",
+        ),
+    ] = "embedded",
     nodes: Annotated[int, typer.Option(help="Kafka nodes: 1 or 3.")] = 1,
     port: Annotated[int | None, typer.Option(help="Port of the (first) node.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Keep data here (kafka only); "
-                                                  "default: a temporary dir.")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Keep data here (kafka only); default: a temporary dir.")
+    ] = None,
 ) -> None:
     """Start a broker on loopback and keep it running until Ctrl-C or SIGTERM."""
     if kind not in ("embedded", "kafka"):

@@ -16,13 +16,21 @@ T = TypeVar("T")
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="TOML config file (also CALLSTREAM_CONFIG).",
-                 exists=False, dir_okay=False),
+    typer.Option(
+        "--config",
+        "-c",
+        help="TOML config file (also CALLSTREAM_CONFIG).",
+        exists=False,
+        dir_okay=False,
+    ),
 ]
 BootstrapOption = Annotated[
     str | None,
-    typer.Option("--bootstrap", "-b",
-                 help="Kafka bootstrap servers (also CALLSTREAM_KAFKA__BOOTSTRAP_SERVERS)."),
+    typer.Option(
+        "--bootstrap",
+        "-b",
+        help="Kafka bootstrap servers (also CALLSTREAM_KAFKA__BOOTSTRAP_SERVERS).",
+    ),
 ]
 
 
@@ -31,7 +39,9 @@ def settings_from(config: Path | None, bootstrap: str | None = None, **extra: An
     base = load_settings(config)
     if bootstrap is None and not extra:
         return base
-    kafka = base.kafka.model_copy(update={"bootstrap_servers": bootstrap}) if bootstrap else base.kafka
+    kafka = (
+        base.kafka.model_copy(update={"bootstrap_servers": bootstrap}) if bootstrap else base.kafka
+    )
     return base.model_copy(update={"kafka": kafka, **extra})
 
 
@@ -46,4 +56,6 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # aiokafka reports every rebalance step at INFO; operators need the warnings.
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
+    logging.getLogger("aiokafka").setLevel(
+        max(logging.WARNING, logging.getLevelName(level.upper()))
+    )

@@ -32,8 +32,13 @@ def demo_requests(count: int, *, seed: int = 7, provider: str = "fake") -> list[
             deadline = now_ms() - 1  # already past: must never reach the provider
         tenant = ("shop-eu", "shop-us")[index % 2]
         requests.append(
-            RequestEvent(provider=provider, operation="get_item", params=params, tenant=tenant,
-                         deadline_at_ms=deadline)
+            RequestEvent(
+                provider=provider,
+                operation="get_item",
+                params=params,
+                tenant=tenant,
+                deadline_at_ms=deadline,
+            )
         )
     return requests
 

@@ -34,7 +34,9 @@ EMBEDDED_HEARTBEAT_S = "0.5"
 DEMO_API_KEY = "demo-key"
 
 
-def worker_env(bootstrap: str, provider_url: str, data_dir: Path, *, embedded: bool) -> dict[str, str]:
+def worker_env(
+    bootstrap: str, provider_url: str, data_dir: Path, *, embedded: bool
+) -> dict[str, str]:
     """Environment for a worker talking to ``bootstrap`` and the fake provider."""
     env = {
         "CALLSTREAM_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
@@ -46,12 +48,17 @@ def worker_env(bootstrap: str, provider_url: str, data_dir: Path, *, embedded: b
     if embedded:
         env["CALLSTREAM_KAFKA__SESSION_TIMEOUT_S"] = EMBEDDED_SESSION_TIMEOUT_S
         env["CALLSTREAM_KAFKA__HEARTBEAT_INTERVAL_S"] = EMBEDDED_HEARTBEAT_S
+        env["CALLSTREAM_KAFKA__COMMIT_METADATA"] = "false"
     return env
 
 
 def dev(
-    requests: Annotated[int, typer.Option("--requests", "-n", min=1, max=1_000_000,
-                                          help="How many demo requests to publish.")] = 1000,
+    requests: Annotated[
+        int,
+        typer.Option(
+            "--requests", "-n", min=1, max=1_000_000, help="How many demo requests to publish."
+        ),
+    ] = 1000,
     latency_ms: Annotated[int, typer.Option(min=0, help="Fake provider latency.")] = 20,
     timeout_s: Annotated[float, typer.Option(min=1, help="Give up waiting after this.")] = 180,
 ) -> None:
@@ -63,12 +70,14 @@ def dev(
         broker = start_broker("embedded")
         try:
             console.print(f"  broker on {broker.bootstrap_servers}")
-            fake = start_fake_provider(tmp, "--latency-ms", str(latency_ms),
-                                       "--api-key", DEMO_API_KEY)
+            fake = start_fake_provider(
+                tmp, "--latency-ms", str(latency_ms), "--api-key", DEMO_API_KEY
+            )
             children.append(fake)
             console.print(f"  fake provider on {fake.url} ({latency_ms} ms latency)")
-            worker = start_worker(tmp, worker_env(broker.bootstrap_servers, fake.url, tmp,
-                                                  embedded=True))
+            worker = start_worker(
+                tmp, worker_env(broker.bootstrap_servers, fake.url, tmp, embedded=True)
+            )
             children.append(worker)
             console.print(f"  worker starting (metrics at {worker.url}/metrics)...")
             wait_worker_ready(worker, timeout_s=90)
@@ -90,8 +99,13 @@ async def _drive(
     expected = count + len(GARBAGE)
     tally = OutcomeTally()
     done = asyncio.Event()
-    progress = Progress(TextColumn("outcomes"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console)
+    progress = Progress(
+        TextColumn("outcomes"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
     task = progress.add_task("outcomes", total=expected)
 
     async with CallstreamClient(settings) as client:
@@ -127,15 +141,17 @@ async def _drive(
         return tally, time.monotonic() - started
 
 
-def _advance(progress: Progress, task: object, tally: OutcomeTally, expected: int,
-             done: asyncio.Event) -> None:
+def _advance(
+    progress: Progress, task: object, tally: OutcomeTally, expected: int, done: asyncio.Event
+) -> None:
     progress.update(task, completed=tally.total)  # type: ignore[arg-type]
     if tally.total >= expected:
         done.set()
 
 
-def _summarise(console: Console, tally: OutcomeTally, expected: int, elapsed: float,
-               worker: Child) -> None:
+def _summarise(
+    console: Console, tally: OutcomeTally, expected: int, elapsed: float, worker: Child
+) -> None:
     table = Table(title=f"{tally.total} outcomes for {expected} events in {elapsed:.1f} s")
     table.add_column("outcome")
     table.add_column("count", justify="right")

@@ -66,14 +66,19 @@ def read_requests(path: Path) -> list[RequestEvent]:
 def publish(
     provider: Annotated[str | None, typer.Option(help="Provider name.")] = None,
     operation: Annotated[str | None, typer.Option(help="Operation of the provider.")] = None,
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE, repeatable.")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE, repeatable.")
+    ] = None,
     tenant: Annotated[str, typer.Option(help="Tenant the request is made for.")] = "default",
     priority: Annotated[int, typer.Option(min=0, max=9, help="0 (prefetch) .. 9.")] = 5,
     deadline_ms: Annotated[int | None, typer.Option(help="Deadline, ms from now.")] = None,
     body: Annotated[str | None, typer.Option(help="Request body (UTF-8).")] = None,
     content_type: Annotated[str | None, typer.Option(help="Content type of the body.")] = None,
     idempotency_key: Annotated[str, typer.Option(help="Defaults to the request id.")] = "",
-    file: Annotated[Path | None, typer.Option("--file", "-f", help="JSON-lines file of requests; '-' reads stdin.")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", "-f", help="JSON-lines file of requests; '-' reads stdin."),
+    ] = None,
     config: ConfigOption = None,
     bootstrap: BootstrapOption = None,
 ) -> None:
@@ -84,9 +89,14 @@ def publish(
         if not provider or not operation:
             raise InputError("give --provider and --operation, or --file")
         fields: dict[str, Any] = {
-            "provider": provider, "operation": operation, "params": parse_params(param or []),
-            "tenant": tenant, "priority": priority, "body": body.encode() if body else None,
-            "content_type": content_type, "idempotency_key": idempotency_key,
+            "provider": provider,
+            "operation": operation,
+            "params": parse_params(param or []),
+            "tenant": tenant,
+            "priority": priority,
+            "body": body.encode() if body else None,
+            "content_type": content_type,
+            "idempotency_key": idempotency_key,
         }
         if deadline_ms is not None:
             fields["deadline_at_ms"] = now_ms() + deadline_ms

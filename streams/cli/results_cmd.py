@@ -35,19 +35,29 @@ def _text_or_base64(data: dict[str, Any]) -> None:
 
 def one_line(event: ResultEvent | DeadLetterEvent) -> str:
     if isinstance(event, DeadLetterEvent):
-        return (f"{event.request_id or '-'}  dead_letter  reason={event.reason} "
-                f"stage={event.stage} error={event.error_type}")
+        return (
+            f"{event.request_id or '-'}  dead_letter  reason={event.reason} "
+            f"stage={event.stage} error={event.error_type}"
+        )
     extra = f" reason={event.reason}" if event.reason else ""
-    return (f"{event.request_id}  {event.status}  {event.provider}.{event.operation} "
-            f"http={event.http_status or '-'} {event.latency_ms:.1f}ms{extra}")
+    return (
+        f"{event.request_id}  {event.status}  {event.provider}.{event.operation} "
+        f"http={event.http_status or '-'} {event.latency_ms:.1f}ms{extra}"
+    )
 
 
 @results_app.command("tail")
 def tail(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
-    follow: Annotated[bool, typer.Option("--follow", "-F", help="Keep waiting for new outcomes.")] = False,
-    count: Annotated[int | None, typer.Option("--count", "-n", min=1, help="Stop after N outcomes.")] = None,
-    dlq: Annotated[bool, typer.Option("--dlq", help="Read dead letters instead of results.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-F", help="Keep waiting for new outcomes.")
+    ] = False,
+    count: Annotated[
+        int | None, typer.Option("--count", "-n", min=1, help="Stop after N outcomes.")
+    ] = None,
+    dlq: Annotated[
+        bool, typer.Option("--dlq", help="Read dead letters instead of results.")
+    ] = False,
     config: ConfigOption = None,
     bootstrap: BootstrapOption = None,
 ) -> None:
@@ -57,8 +67,11 @@ def tail(
     async def read() -> None:
         printed = 0
         async with CallstreamClient(settings) as client:
-            stream = (client.dead_letters(follow=follow, idle_timeout_s=2.0) if dlq
-                      else client.results(follow=follow, idle_timeout_s=2.0))
+            stream = (
+                client.dead_letters(follow=follow, idle_timeout_s=2.0)
+                if dlq
+                else client.results(follow=follow, idle_timeout_s=2.0)
+            )
             async for event in stream:
                 typer.echo(json.dumps(to_jsonable(event)) if as_json else one_line(event))
                 printed += 1

@@ -60,8 +60,9 @@ async def run_direct(url: str, api_key: str, count: int, concurrency: int) -> fl
             while next_index < count:
                 index = next_index
                 next_index += 1
-                async with session.get(f"{url}/v1/items/item-{index % 200}",
-                                       headers=headers) as response:
+                async with session.get(
+                    f"{url}/v1/items/item-{index % 200}", headers=headers
+                ) as response:
                     await response.read()
 
         started = time.perf_counter()
@@ -72,9 +73,12 @@ async def run_direct(url: str, api_key: str, count: int, concurrency: int) -> fl
 async def run_pipeline(settings: Settings, count: int, batch_tag: str) -> float:
     """Seconds from the first publish of ``count`` requests to the last of their results."""
     requests = [
-        RequestEvent(provider="fake", operation="get_item",
-                     params={"item_id": f"item-{index % 200}"},
-                     request_id=f"{batch_tag}-{index}")
+        RequestEvent(
+            provider="fake",
+            operation="get_item",
+            params={"item_id": f"item-{index % 200}"},
+            request_id=f"{batch_tag}-{index}",
+        )
         for index in range(count)
     ]
     wanted = {request.request_id for request in requests}

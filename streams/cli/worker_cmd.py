@@ -6,10 +6,15 @@ import logging
 from collections.abc import Mapping
 
 import faust
+from aiokafka import AIOKafkaProducer
 
 from agents.provider_caller.agent import CallerService
 from agents.provider_caller.caller import Caller
 from agents.provider_caller.gateway import HttpGateway
+from agents.provider_caller.guard import CallGuard
+from agents.provider_caller.runtime import PartitionListener
+from agents.rate_limiter.agent import LimiterPartitions, limit_book
+from agents.rate_limiter.limiter import Limiter, MemoryQuotaStore
 from providers.base import Provider
 from providers.errors import UnknownProvider
 from providers.http import ClientConfig, ProviderClient
@@ -21,7 +26,10 @@ from streams.app import PipelineApp, create_app
 from streams.cli.common import BootstrapOption, ConfigOption, settings_from
 from streams.errors import ConfigurationError
 from streams.metrics import Metrics
+from streams.routing import PartitionRouter
 from streams.settings import ProviderSettings, Settings
+from streams.state.table import ChangelogTable
+from streams.state.topic import ensure_changelog_topic
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +68,73 @@ def activate_providers(
     return registry.activate(usable)
 
 
+async def quota_table(settings: Settings, producer: AIOKafkaProducer) -> ChangelogTable:
+    """The quota counts table: rocksdict per partition, compacted changelog topic."""
+    topic = f"{settings.app_id}.quotas.changelog.v1"
+    await ensure_changelog_topic(
+        settings.kafka, topic, settings.topics.partitions, settings.topics.replication_factor
+    )
+    return ChangelogTable(
+        "quotas",
+        changelog_topic=topic,
+        directory=settings.data_dir / "tables",
+        producer=producer,
+        kafka=settings.kafka,
+    )
+
+
 def build_worker(settings: Settings) -> tuple[PipelineApp, CallerService]:
     """The composition root: every component, wired, nothing started."""
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     metrics = Metrics.create()
     codecs = Codecs()
-    client = ProviderClient(ClientConfig(limit=settings.caller.connection_limit,
-                                         max_response_bytes=settings.caller.max_response_bytes))
+    client = ProviderClient(
+        ClientConfig(
+            limit=settings.caller.connection_limit,
+            max_response_bytes=settings.caller.max_response_bytes,
+        )
+    )
     registry = ProviderRegistry(spec_dirs=settings.provider_dirs, fetch_token=client.fetch_token)
     providers = activate_providers(registry, settings.providers)
     if not providers:
         raise ConfigurationError("no provider is active: configure at least one provider")
     gateway = HttpGateway(providers, client, metrics)
-    caller = Caller(gateway, codecs.request, reply_topics=settings.topics.reply_topics)
-    service = CallerService(settings, caller, CodecEncoder(codecs), metrics,
-                            known_providers=gateway.provider_names, closers=[gateway.close])
+    limiter = (
+        Limiter(limit_book(settings, providers), MemoryQuotaStore(), metrics)
+        if settings.limiter.enabled
+        else None
+    )
+    router = PartitionRouter()
+    guard = CallGuard()  # shared: the loop cancels on revocation only what has not called
+    caller = Caller(
+        gateway,
+        codecs.request,
+        reply_topics=settings.topics.reply_topics,
+        limiter=limiter,
+        owner_of=router.owner_of,
+        max_in_flight=settings.caller.max_in_flight,
+        guard=guard,
+    )
+
+    async def partition_state(producer: AIOKafkaProducer) -> list[PartitionListener]:
+        if limiter is None:
+            return []
+        table = await quota_table(settings, producer)
+        limiter.use_quota_store(table)
+        return [LimiterPartitions(limiter, table)]
+
+    service = CallerService(
+        settings,
+        caller,
+        CodecEncoder(codecs),
+        metrics,
+        known_providers=gateway.provider_names,
+        router=router,
+        guard=guard,
+        listener_factory=partition_state,
+        gauges=limiter.update_gauges if limiter else None,
+        closers=[gateway.close],
+    )
     app = create_app(settings, metrics)
     app.health_probe = service.health
     log.info("providers active: %s", ", ".join(sorted(providers)))

@@ -23,6 +23,7 @@ from streams.state.topic import changelog_partitions
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+_FETCH_BYTES_PER_PARTITION = 256 * 1024
 
 
 class PartitionNotAssignedError(CallstreamError):
@@ -68,6 +69,8 @@ class ChangelogTable:
         self._kafka = kafka
         self._stall_timeout_s = stall_timeout_s
         self._stores: dict[int, PartitionStore] = {}
+        # Deliveries per partition, kept across a revocation: see assign().
+        self._deliveries: dict[int, set[asyncio.Future[Any]]] = {}
 
     def __repr__(self) -> str:
         return f"ChangelogTable({self.name!r}, partitions={sorted(self._stores)})"
@@ -97,6 +100,12 @@ class ChangelogTable:
         if not wanted:
             return RecoveryReport(self.name, (), 0.0)
         await self._check_changelog(wanted)
+        # aiokafka revokes every partition on each rebalance and often assigns the same ones
+        # back. A write sent before the revocation and acknowledged after this replay read the
+        # end offset would be in neither store: wait for such writes first.
+        in_flight = [d for partition in wanted for d in self._deliveries.get(partition, ())]
+        if in_flight:
+            await asyncio.wait(in_flight)
         self._directory.mkdir(parents=True, exist_ok=True)
         opened: dict[int, PartitionStore] = {}
         try:
@@ -165,6 +174,9 @@ class ChangelogTable:
             store.discard(pending)
             raise
         delivery.add_done_callback(functools.partial(_settle, store, pending))
+        deliveries = self._deliveries.setdefault(partition, set())
+        deliveries.add(delivery)
+        delivery.add_done_callback(deliveries.discard)
         # Shielded: cancelling the caller must not cancel the delivery, whose outcome
         # decides what the store keeps; the callback settles it either way.
         await asyncio.shield(delivery)
@@ -195,6 +207,10 @@ class ChangelogTable:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self._kafka.max_poll_records,
+            # aiokafka parses a whole fetch response in one step of the loop: 1 MiB per
+            # partition (the default) stalled it 120-150 ms with 4 partitions, 256 KiB 50-65 ms,
+            # at the same replay rate (measured here, 100,000 records).
+            max_partition_fetch_bytes=_FETCH_BYTES_PER_PARTITION,
         )
         await consumer.start()
         try:

@@ -11,9 +11,12 @@ import pytest
 
 from infra.test_broker import open_test_broker
 from streams.cli.processes import Child, start_fake_provider, start_worker, wait_worker_ready
-from streams.settings import KafkaSettings, Settings, TopicSettings
+from streams.settings import KafkaSettings, ProviderSettings, Settings, TopicSettings
 
 API_KEY = "test-key-0123456789"
+# The fake provider's limit split into shards, so its requests spread over all partitions and
+# rebalances move real work (publishers key each request by its shard's limit key).
+FAKE_SHARDS = 12
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +42,7 @@ def topics(app_id: str) -> TopicSettings:
 @pytest.fixture
 def settings(kafka_bootstrap: str, app_id: str, topics: TopicSettings) -> Settings:
     return Settings(app_id=app_id, kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap),
-                    topics=topics)
+                    topics=topics, providers={"fake": ProviderSettings(shards=FAKE_SHARDS)})
 
 
 @pytest.fixture
@@ -76,6 +79,7 @@ def worker_factory(
             "CALLSTREAM_TOPICS__PARTITIONS": str(settings.topics.partitions),
             "CALLSTREAM_PROVIDERS__FAKE__BASE_URL": provider_url,
             "CALLSTREAM_PROVIDERS__FAKE__SECRET": API_KEY,
+            "CALLSTREAM_PROVIDERS__FAKE__SHARDS": str(FAKE_SHARDS),
             "CALLSTREAM_DATA_DIR": str(tmp_path / name),
             **{key.upper() if key.startswith("CALLSTREAM") else key: value
                for key, value in env.items()},

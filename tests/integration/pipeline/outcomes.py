@@ -69,7 +69,7 @@ async def collect(settings: Settings, *, until_ids: set[str], extra_dead_letters
 
 
 def spread_key(request: RequestEvent) -> bytes:
-    """Spread a test's requests over all partitions, so rebalances move real work."""
+    """A key that ignores limit keys: workers must forward such requests to their owner."""
     return request.request_id.encode()
 
 

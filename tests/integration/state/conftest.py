@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -53,7 +53,7 @@ async def admin(kafka: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
 @pytest.fixture
 def table_factory(
     tmp_path: Path, kafka: KafkaSettings, producer: AIOKafkaProducer, changelog_topic: str
-) -> AsyncIterator[Callable[..., ChangelogTable]]:
+) -> Iterator[Callable[..., ChangelogTable]]:
     """``table_factory("worker-a")``: one table instance with its own directory, as a worker."""
     made: list[ChangelogTable] = []
 
@@ -69,7 +69,7 @@ def table_factory(
         made.append(table)
         return table
 
-    yield make  # type: ignore[misc]
+    yield make
     for table in made:
         table.close()
 

@@ -6,7 +6,7 @@ import asyncio
 import shutil
 
 import pytest
-from aiokafka.admin import NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.errors import ConfigurationError
 from streams.state import ensure_changelog_topic
@@ -15,9 +15,7 @@ from tests.integration.state.conftest import PARTITIONS, keys, put_many, unique
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
-async def test_dropped_directory_is_rebuilt_identically_from_the_changelog(
-    table_factory, tmp_path
-):
+async def test_dropped_directory_is_rebuilt_identically_from_the_changelog(table_factory, tmp_path):
     table = table_factory("worker-a")
     await table.assign([0, 2])
     written = {0: keys("p0", 1000), 2: keys("p2", 1000)}
@@ -142,7 +140,7 @@ async def test_ensure_changelog_topic_is_idempotent_and_checks_what_exists(
         await ensure_changelog_topic(kafka, uncompacted, PARTITIONS, 1)
 
 
-async def wait_until_gone(admin, topic: str, attempts: int = 150) -> None:
+async def wait_until_gone(admin: AIOKafkaAdminClient, topic: str, attempts: int = 150) -> None:
     for _ in range(attempts):
         if topic not in await admin.list_topics():
             return

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.rate_limiter.ids import LimitKey, limit_key, parse_limit_key, shard_for
+from schemas.keys import LimitKey, limit_key, parse_limit_key, shard_for
 
 CHECK = settings(database=None, deadline=None, max_examples=200)
 

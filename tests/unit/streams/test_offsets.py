@@ -20,9 +20,10 @@ def test_out_of_order_finish_waits_for_the_gap():
         tracker.start("p0", offset)
     tracker.finish("p0", 2)
     tracker.finish("p0", 1)
-    assert tracker.to_commit() == {"p0": 0}  # offset 0 still in flight: position stays at 0
+    # offset 0 still in flight: position stays at 0, with 1 and 2 reported as done above it
+    assert tracker.to_commit() == {"p0": (0, [1, 2])}
     tracker.finish("p0", 0)
-    assert tracker.to_commit() == {"p0": 3}
+    assert tracker.to_commit() == {"p0": (3, [])}
 
 
 def test_mark_committed_suppresses_repeats_and_release_forgets():
@@ -52,9 +53,39 @@ def test_committed_position_never_skips_an_unfinished_offset(offsets, rnd):
     for offset in order:
         tracker.finish("p", offset)
         finished.add(offset)
-        position = tracker.to_commit().get("p", -1)
+        position = tracker.to_commit().get("p", (-1, []))[0]
         unfinished = [o for o in offsets if o not in finished]
         if unfinished:
             assert position <= min(unfinished)
         else:
             assert position == max(offsets) + 1
+
+
+@given(st.integers(min_value=0, max_value=10**12),
+       st.sets(st.integers(min_value=0, max_value=5000), max_size=400))
+def test_done_offsets_round_trip_through_commit_metadata(position, relative):
+    from streams.offsets import decode_done, encode_done
+
+    offsets = {position + r for r in relative}
+    text = encode_done(position, offsets)
+    assert len(text) <= 3800
+    assert decode_done(position, text) == offsets
+
+
+def test_foreign_or_broken_metadata_decodes_to_nothing():
+    from streams.offsets import decode_done
+
+    assert decode_done(10, "") == set()
+    assert decode_done(10, "someone else's") == set()
+    assert decode_done(10, "cs1:!!!") == set()
+
+
+def test_finished_offsets_above_the_gap_are_reported_with_the_position():
+    tracker = OffsetTracker()
+    for offset in range(5):
+        tracker.start("p", offset)
+    for offset in (3, 4, 1):
+        tracker.finish("p", offset)
+    assert tracker.to_commit() == {"p": (0, [1, 3, 4])}
+    tracker.finish("p", 0)
+    assert tracker.to_commit() == {"p": (2, [3, 4])}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from streams.state.store import CHECKPOINT_KEY, PartitionStore
 
 
 @pytest.fixture
-def store_factory(tmp_path: Path):
+def store_factory(tmp_path: Path) -> Iterator[Callable[..., PartitionStore]]:
     opened: list[PartitionStore] = []
 
     def open_store(name: str = "quotas-0") -> PartitionStore:
@@ -27,7 +28,7 @@ def store_factory(tmp_path: Path):
 
 
 @pytest.fixture
-def store(store_factory) -> PartitionStore:
+def store(store_factory: Callable[..., PartitionStore]) -> PartitionStore:
     return store_factory()
 
 

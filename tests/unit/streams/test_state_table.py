@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,9 @@ def producer() -> FakeProducer:
 
 
 @pytest.fixture
-async def table(tmp_path: Path, producer: FakeProducer, monkeypatch: pytest.MonkeyPatch):
+async def table(
+    tmp_path: Path, producer: FakeProducer, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[ChangelogTable]:
     async def nothing_to_replay(self, stores):
         return ()
 
@@ -60,7 +63,10 @@ async def table(tmp_path: Path, producer: FakeProducer, monkeypatch: pytest.Monk
     monkeypatch.setattr(ChangelogTable, "_replay", nothing_to_replay)
     monkeypatch.setattr(ChangelogTable, "_check_changelog", topic_exists)
     table = ChangelogTable(
-        "quotas", changelog_topic=TOPIC, directory=tmp_path, producer=producer,
+        "quotas",
+        changelog_topic=TOPIC,
+        directory=tmp_path,
+        producer=producer,
         kafka=KafkaSettings(),
     )
     await table.assign([0, 2])
@@ -146,5 +152,22 @@ async def test_assigning_held_partitions_again_replays_nothing(table):
 
 def test_table_name_must_be_a_safe_path_part(tmp_path, producer):
     with pytest.raises(ConfigurationError):
-        ChangelogTable("../x", changelog_topic=TOPIC, directory=tmp_path, producer=producer,
-                       kafka=KafkaSettings())
+        ChangelogTable(
+            "../x",
+            changelog_topic=TOPIC,
+            directory=tmp_path,
+            producer=producer,
+            kafka=KafkaSettings(),
+        )
+
+
+async def test_reassignment_waits_for_writes_sent_before_the_revocation(table, producer):
+    put = asyncio.create_task(table.put(0, b"k", b"v"))
+    await asyncio.sleep(0)
+    table.revoke([0])
+    assign = asyncio.create_task(table.assign([0]))
+    await asyncio.sleep(0.01)
+    assert not assign.done()  # its replay must start after that record is in the log
+    producer.ack_all()
+    await asyncio.gather(put, assign)
+    assert table.partitions == frozenset({0, 2})

@@ -26,6 +26,8 @@ class JsonDecoder:
 
 
 class ScriptedGateway:
+    provider_names = frozenset({"fake"})
+
     def __init__(self, answer: ProviderReply | BaseException) -> None:
         self.answer = answer
         self.calls: list[RequestEvent] = []
@@ -107,6 +109,16 @@ async def test_reply_to_outside_the_allow_list_is_not_allowed():
         record(reply_to="someone.elses.topic"))
     assert isinstance(outcome.event, DeadLetterEvent)
     assert outcome.event.reason == "not_allowed"
+    assert gateway.calls == []
+
+
+async def test_unknown_provider_is_refused_before_any_call():
+    gateway = ScriptedGateway(ProviderReply(200, b"", None))
+    request = RequestEvent(provider="nope", operation="x")
+    outcome = await caller_for(gateway).handle(
+        SourceRecord("requests", 0, 1, request.model_dump_json().encode()))
+    assert isinstance(outcome.event, DeadLetterEvent)
+    assert (outcome.event.reason, outcome.event.stage) == ("unknown_provider", "admission")
     assert gateway.calls == []
 
 
