@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterator, Mapping
@@ -141,7 +142,7 @@ class ProviderClient:
                 data=prepared.body,
                 # A redirect could point anywhere; only declared URLs are ever called.
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=timeout_s),
+                timeout=_timeout(timeout_s),
                 ssl=ssl if ssl is not None else True,
             ) as response:
                 body = await _read_capped(response, cap)
@@ -185,6 +186,12 @@ class ProviderClient:
             raw.status, raw.headers, raw.body, operation=event.operation, now=now
         )
         return CallResult(response, latency_s, sends)
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout(total_s: float) -> aiohttp.ClientTimeout:
+    """One ClientTimeout per distinct timeout (they are immutable), not one per request."""
+    return aiohttp.ClientTimeout(total=total_s)
 
 
 async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:

@@ -30,8 +30,9 @@ def create_app(settings: Settings, metrics: Metrics) -> PipelineApp:
         web: faust.web.Web, request: faust.web.Request
     ) -> faust.web.Response:
         # aiohttp refuses a charset in content_type=; the header carries Prometheus' full type.
-        return web.bytes(generate_latest(metrics.registry),
-                         headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.bytes(
+            generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     @app.page("/healthz")  # type: ignore[misc]
     async def health(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:

@@ -66,7 +66,10 @@ class OffsetTracker:
         self._partitions: dict[object, PartitionProgress] = {}
 
     def start(self, partition: object, offset: int) -> None:
-        self._partitions.setdefault(partition, PartitionProgress()).start(offset)
+        progress = self._partitions.get(partition)
+        if progress is None:  # not setdefault: that would build a PartitionProgress per call
+            progress = self._partitions[partition] = PartitionProgress()
+        progress.start(offset)
 
     def finish(self, partition: object, offset: int) -> None:
         progress = self._partitions.get(partition)
@@ -125,7 +128,7 @@ def decode_done(position: int, metadata: str) -> set[int]:
     if not metadata.startswith(_PREFIX):
         return set()
     try:
-        numbers = _unvarints(zlib.decompress(base64.b64decode(metadata[len(_PREFIX):])))
+        numbers = _unvarints(zlib.decompress(base64.b64decode(metadata[len(_PREFIX) :])))
     except (ValueError, zlib.error):
         return set()
     done: set[int] = set()

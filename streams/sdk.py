@@ -112,6 +112,10 @@ class CallstreamClient:
         producer = self._require_producer()
         await (await producer.send(self._settings.topics.requests, value=value, key=key))
 
+    @property
+    def codecs(self) -> Codecs:
+        return self._codecs
+
     def reader(self, topic: str | None = None, *, from_beginning: bool = True) -> TopicReader:
         """A reader of the result topic (or ``topic``); positions are fixed on entry."""
         return TopicReader(

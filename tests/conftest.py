@@ -11,6 +11,8 @@ import pytest
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     """Settings come from the environment: a developer's CALLSTREAM_* must not leak into tests."""
     for name in list(os.environ):
-        if name.startswith("CALLSTREAM_") and name not in ("CALLSTREAM_TEST_BOOTSTRAP",
-                                                            "CALLSTREAM_CACHE_DIR"):
+        if name.startswith("CALLSTREAM_") and name not in (
+            "CALLSTREAM_TEST_BOOTSTRAP",
+            "CALLSTREAM_CACHE_DIR",
+        ):
             monkeypatch.delenv(name)

@@ -247,8 +247,12 @@ class CallerLoop:
             done = decode_done(meta.offset, meta.metadata or "")
             if done:
                 self._done_before[tp] = done
-                log.info("%s: %d records finished above offset %d will be skipped",
-                         tp, len(done), meta.offset)
+                log.info(
+                    "%s: %d records finished above offset %d will be skipped",
+                    tp,
+                    len(done),
+                    meta.offset,
+                )
 
     async def stop(self) -> None:
         """Stop fetching, let in-flight calls finish, and commit their offsets.

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
+import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -17,6 +19,7 @@ from infra.broker import start_broker
 from streams.cli.common import run
 from streams.cli.dev_cmd import DEMO_API_KEY, worker_env
 from streams.cli.processes import scratch_dir, start_fake_provider, start_worker, wait_worker_ready
+from streams.cli.ratelimit import collect_results, limit_figures
 from streams.cli.throughput import (
     RunFigure,
     interleave,
@@ -174,3 +177,85 @@ def codec(n: Annotated[int, typer.Option("-n", min=100)] = 20_000) -> None:
     from schemas.bench import format_report, run_codec_bench
 
     typer.echo(format_report(run_codec_bench(n)))
+
+
+@bench_app.command("ratelimit")
+def ratelimit(
+    requests: Annotated[int, typer.Option("--requests", "-n", min=10)] = 1500,
+    rate: Annotated[float, typer.Option(help="The provider's limit, requests per second.")] = 50,
+    burst: Annotated[int, typer.Option(help="The provider's burst.")] = 10,
+    bootstrap: Annotated[
+        str | None,
+        typer.Option("--bootstrap", "-b", help="Use this Kafka instead of starting Apache Kafka."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON too.")] = False,
+) -> None:
+    """Saturate a strictly limited fake provider: utilization, violations and waits."""
+    console = Console()
+    with scratch_dir("callstream-bench-") as tmp, _broker(bootstrap) as servers:
+        fake = start_fake_provider(
+            tmp,
+            "--latency-ms",
+            "20",
+            "--api-key",
+            DEMO_API_KEY,
+            "--rate",
+            str(rate),
+            "--burst",
+            str(burst),
+        )
+        app_id = "bench-ratelimit"
+        topics = TopicSettings(
+            requests=f"{app_id}.{int(time.time())}.requests",
+            results=f"{app_id}.{int(time.time())}.results",
+            dead_letters=f"{app_id}.{int(time.time())}.dlq",
+        )
+        env = {
+            **worker_env(servers, fake.url, tmp, embedded=False),
+            "CALLSTREAM_APP_ID": app_id,
+            "CALLSTREAM_TOPICS__REQUESTS": topics.requests,
+            "CALLSTREAM_TOPICS__RESULTS": topics.results,
+            "CALLSTREAM_TOPICS__DEAD_LETTERS": topics.dead_letters,
+            "CALLSTREAM_PROVIDERS__FAKE__RATE_PER_S": str(rate),
+            "CALLSTREAM_PROVIDERS__FAKE__BURST": str(burst),
+            "CALLSTREAM_LOG_LEVEL": "warning",
+        }
+        worker = start_worker(tmp, env, name="worker-ratelimit")
+        try:
+            wait_worker_ready(worker, timeout_s=90)
+            settings = Settings(kafka=KafkaSettings(bootstrap_servers=servers), topics=topics)
+            console.print(
+                f"publishing {requests} requests against a {rate:g}/s (burst {burst}) "
+                f"limit: about {requests / rate:.0f} s"
+            )
+            results = run(collect_results(settings, requests))
+            stats = httpx.get(f"{fake.url}/_fake/stats", timeout=10).json()
+        finally:
+            worker.stop()
+            fake.stop()
+    figures = limit_figures(results, rate, stats)
+    _print_limits(console, figures, rate, burst)
+    if as_json:
+        sys.stdout.write(json.dumps({"ratelimit": figures}) + "\n")
+
+
+def _print_limits(console: Console, figures: dict[str, float], rate: float, burst: int) -> None:
+    table = Table(title=f"rate limit: {rate:g}/s, burst {burst}, fake provider enforcing it")
+    for column in (
+        "allowed /s",
+        "achieved /s",
+        "utilization",
+        "violations (429)",
+        "wait p50 ms",
+        "wait p99 ms",
+    ):
+        table.add_column(column, justify="right")
+    table.add_row(
+        f"{figures['allowed_per_s']:g}",
+        f"{figures['achieved_per_s']:.2f}",
+        f"{figures['utilization']:.1%}",
+        str(int(figures["violations"])),
+        f"{figures['wait_p50_ms']:.0f}",
+        f"{figures['wait_p99_ms']:.0f}",
+    )
+    console.print(table)

@@ -35,14 +35,22 @@ def app_id() -> str:
 
 @pytest.fixture
 def topics(app_id: str) -> TopicSettings:
-    return TopicSettings(requests=f"{app_id}.requests", results=f"{app_id}.results",
-                         dead_letters=f"{app_id}.dlq", partitions=6)
+    return TopicSettings(
+        requests=f"{app_id}.requests",
+        results=f"{app_id}.results",
+        dead_letters=f"{app_id}.dlq",
+        partitions=6,
+    )
 
 
 @pytest.fixture
 def settings(kafka_bootstrap: str, app_id: str, topics: TopicSettings) -> Settings:
-    return Settings(app_id=app_id, kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap),
-                    topics=topics, providers={"fake": ProviderSettings(shards=FAKE_SHARDS)})
+    return Settings(
+        app_id=app_id,
+        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap),
+        topics=topics,
+        providers={"fake": ProviderSettings(shards=FAKE_SHARDS)},
+    )
 
 
 @pytest.fixture
@@ -60,14 +68,11 @@ def fake_provider_factory(tmp_path: Path) -> Iterator[Callable[..., Child]]:
 
 
 @pytest.fixture
-def worker_factory(
-    tmp_path: Path, settings: Settings
-) -> Iterator[Callable[..., Child]]:
+def worker_factory(tmp_path: Path, settings: Settings) -> Iterator[Callable[..., Child]]:
     """Starts `callstream worker` processes for this test's topics; all stopped at the end."""
     started: list[Child] = []
 
-    def start(provider_url: str, *, name: str = "worker", wait: bool = True,
-              **env: str) -> Child:
+    def start(provider_url: str, *, name: str = "worker", wait: bool = True, **env: str) -> Child:
         worker_env = {
             "CALLSTREAM_APP_ID": settings.app_id,
             "CALLSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
@@ -81,8 +86,10 @@ def worker_factory(
             "CALLSTREAM_PROVIDERS__FAKE__SECRET": API_KEY,
             "CALLSTREAM_PROVIDERS__FAKE__SHARDS": str(FAKE_SHARDS),
             "CALLSTREAM_DATA_DIR": str(tmp_path / name),
-            **{key.upper() if key.startswith("CALLSTREAM") else key: value
-               for key, value in env.items()},
+            **{
+                key.upper() if key.startswith("CALLSTREAM") else key: value
+                for key, value in env.items()
+            },
         }
         child = start_worker(tmp_path, worker_env, name=f"{name}-{len(started)}")
         started.append(child)

@@ -11,14 +11,19 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def callstream(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
-               stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def callstream(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     import os
 
     return subprocess.run(
         [sys.executable, "-m", "streams", *args],
-        capture_output=True, text=True, timeout=timeout, input=stdin,
-        env={**os.environ, **(env or {})}, check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
+        env={**os.environ, **(env or {})},
+        check=False,
     )
 
 
@@ -36,12 +41,26 @@ def test_publish_then_tail_results(settings, fake_provider_factory, worker_facto
     worker_factory(fake.url)
     env = topic_env(settings)
 
-    one = callstream("publish", "--provider", "fake", "--operation", "get_item",
-                     "--param", "item_id=abc", env=env)
+    one = callstream(
+        "publish",
+        "--provider",
+        "fake",
+        "--operation",
+        "get_item",
+        "--param",
+        "item_id=abc",
+        env=env,
+    )
     assert one.returncode == 0, one.stderr
     lines = tmp_path / "requests.jsonl"
-    lines.write_text("\n".join(json.dumps({"provider": "fake", "operation": "get_item",
-                                           "params": {"item_id": f"n{i}"}}) for i in range(5)))
+    lines.write_text(
+        "\n".join(
+            json.dumps(
+                {"provider": "fake", "operation": "get_item", "params": {"item_id": f"n{i}"}}
+            )
+            for i in range(5)
+        )
+    )
     many = callstream("publish", "--file", str(lines), env=env)
     assert many.returncode == 0, many.stderr
     published = one.stdout.split() + many.stdout.split()
@@ -75,12 +94,24 @@ def test_dev_demo_runs_on_the_embedded_broker():
 
 @pytest.mark.slow
 def test_bench_throughput_prints_figures(kafka_bootstrap):
-    result = callstream("bench", "throughput", "--requests", "500", "--rounds", "1",
-                        "--latency-ms", "50", "--bootstrap", kafka_bootstrap, "--json",
-                        timeout=300)
+    result = callstream(
+        "bench",
+        "throughput",
+        "--requests",
+        "500",
+        "--rounds",
+        "1",
+        "--latency-ms",
+        "50",
+        "--bootstrap",
+        kafka_bootstrap,
+        "--json",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])["throughput"][0]
     assert figures["latency_ms"] == 50
     assert figures["direct_req_s"] > 0 and figures["pipeline_req_s"] > 0
-    assert figures["ratio"] == pytest.approx(figures["pipeline_req_s"] / figures["direct_req_s"],
-                                             rel=0.01)
+    assert figures["ratio"] == pytest.approx(
+        figures["pipeline_req_s"] / figures["direct_req_s"], rel=0.01
+    )

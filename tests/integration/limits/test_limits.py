@@ -16,8 +16,11 @@ from tests.integration.pipeline.outcomes import collect, publish, run
 
 pytestmark = pytest.mark.integration
 
-LIMITED = {"CALLSTREAM_PROVIDERS__FAKE__RATE_PER_S": "50", "CALLSTREAM_PROVIDERS__FAKE__BURST": "10",
-           "CALLSTREAM_PROVIDERS__FAKE__SHARDS": "1"}
+LIMITED = {
+    "CALLSTREAM_PROVIDERS__FAKE__RATE_PER_S": "50",
+    "CALLSTREAM_PROVIDERS__FAKE__BURST": "10",
+    "CALLSTREAM_PROVIDERS__FAKE__SHARDS": "1",
+}
 
 
 def unsharded(settings):
@@ -25,8 +28,10 @@ def unsharded(settings):
 
 
 def items(count: int, **fields) -> list[RequestEvent]:
-    return [RequestEvent(provider="fake", operation="get_item", params={"item_id": f"i{i}"},
-                         **fields) for i in range(count)]
+    return [
+        RequestEvent(provider="fake", operation="get_item", params={"item_id": f"i{i}"}, **fields)
+        for i in range(count)
+    ]
 
 
 @pytest.mark.slow
@@ -53,8 +58,10 @@ def test_saturation_across_join_and_leave_has_no_violation(
     done = sorted(r.completed_at_ms for r in outcomes.results if r.status == "ok")
     assert len(done) == 3000
     achieved = (len(done) - 1) / ((done[-1] - done[0]) / 1000)
-    print(f"achieved {achieved:.2f}/s of 50/s ({achieved / 50:.1%}); "
-          f"provider max over 1 s: {stats['max_rate_1s']}")
+    print(
+        f"achieved {achieved:.2f}/s of 50/s ({achieved / 50:.1%}); "
+        f"provider max over 1 s: {stats['max_rate_1s']}"
+    )
     assert achieved >= 0.95 * 50
 
 
@@ -66,8 +73,11 @@ def test_tenant_quotas_reject_or_queue_by_policy(settings, fake_provider_factory
         {"tenant": "small", "per_day": 10},
         {"tenant": "patient", "per_second": 4, "on_exceed": "queue"},
     ]
-    worker_factory(fake.url, CALLSTREAM_PROVIDERS__FAKE__SHARDS="1",
-                   CALLSTREAM_LIMITER__QUOTAS=json.dumps(quotas))
+    worker_factory(
+        fake.url,
+        CALLSTREAM_PROVIDERS__FAKE__SHARDS="1",
+        CALLSTREAM_LIMITER__QUOTAS=json.dumps(quotas),
+    )
     requests = items(50, tenant="big") + items(50, tenant="small") + items(12, tenant="patient")
     run(publish(settings, requests, spread=False))
     outcomes = run(collect(settings, until_ids={r.request_id for r in requests}))
@@ -91,8 +101,12 @@ def test_requests_expiring_while_waiting_are_never_sent(
 ):
     settings = unsharded(settings)
     fake = fake_provider_factory("--latency-ms", "1", "--rate", "5", "--burst", "1")
-    worker_factory(fake.url, CALLSTREAM_PROVIDERS__FAKE__RATE_PER_S="5",
-                   CALLSTREAM_PROVIDERS__FAKE__BURST="1", CALLSTREAM_PROVIDERS__FAKE__SHARDS="1")
+    worker_factory(
+        fake.url,
+        CALLSTREAM_PROVIDERS__FAKE__RATE_PER_S="5",
+        CALLSTREAM_PROVIDERS__FAKE__BURST="1",
+        CALLSTREAM_PROVIDERS__FAKE__SHARDS="1",
+    )
     requests = items(40, deadline_at_ms=now_ms() + 2500)
     run(publish(settings, requests, spread=False))
     outcomes = run(collect(settings, until_ids={r.request_id for r in requests}))

@@ -31,15 +31,26 @@ class Outcomes:
         return len(self.results) + len(self.dead_letters)
 
 
-async def collect(settings: Settings, *, until_ids: set[str], extra_dead_letters: int = 0,
-                  timeout_s: float = 120.0, settle_s: float = 1.5) -> Outcomes:
+async def collect(
+    settings: Settings,
+    *,
+    until_ids: set[str],
+    extra_dead_letters: int = 0,
+    timeout_s: float = 120.0,
+    settle_s: float = 1.5,
+) -> Outcomes:
     """Every outcome record until each of ``until_ids`` has one (and ``extra_dead_letters``
     id-less dead letters arrived), then ``settle_s`` more to catch late duplicates."""
     codecs = Codecs()
     outcomes = Outcomes()
-    consumer = AIOKafkaConsumer(settings.topics.results, settings.topics.dead_letters,
-                                **client_options(settings.kafka), group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        settings.topics.results,
+        settings.topics.dead_letters,
+        **client_options(settings.kafka),
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     missing = set(until_ids)
     anonymous = 0

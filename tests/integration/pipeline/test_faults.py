@@ -17,8 +17,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def requests_for(count: int, tag: str) -> list[RequestEvent]:
-    return [RequestEvent(provider="fake", operation="get_item", params={"item_id": f"{tag}{i}"})
-            for i in range(count)]
+    return [
+        RequestEvent(provider="fake", operation="get_item", params={"item_id": f"{tag}{i}"})
+        for i in range(count)
+    ]
 
 
 async def wait_for_outcomes(settings, at_least: int, timeout_s: float = 60) -> None:
@@ -27,9 +29,13 @@ async def wait_for_outcomes(settings, at_least: int, timeout_s: float = 60) -> N
 
     from streams.kafka import client_options
 
-    consumer = AIOKafkaConsumer(settings.topics.results, settings.topics.dead_letters,
-                                **client_options(settings.kafka), group_id=None,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        settings.topics.results,
+        settings.topics.dead_letters,
+        **client_options(settings.kafka),
+        group_id=None,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     seen = 0
     deadline = time.monotonic() + timeout_s
@@ -55,19 +61,21 @@ def test_sigkill_mid_run_loses_nothing_and_recovers_fast(
     first.kill()
     restarted_at_ms = time.time() * 1000
     worker_factory(fake.url, name="restarted", wait=False, **slow)
-    outcomes = run(collect(settings, until_ids={r.request_id for r in requests},
-                           timeout_s=120))
+    outcomes = run(collect(settings, until_ids={r.request_id for r in requests}, timeout_s=120))
 
     ids = Counter(outcomes.ids())
     assert set(ids) == {r.request_id for r in requests}, "every request has an outcome"
     assert all(r.status == "ok" for r in outcomes.results)
-    resumed_ms = min(r.completed_at_ms for r in outcomes.results
-                     if r.completed_at_ms > restarted_at_ms)
+    resumed_ms = min(
+        r.completed_at_ms for r in outcomes.results if r.completed_at_ms > restarted_at_ms
+    )
     assert resumed_ms - restarted_at_ms < 15_000, "restarted worker processing within 15 s"
     duplicates = {rid: n for rid, n in ids.items() if n > 1}
     # Duplicates are possible (calls done after the last commit), and carry the same id.
-    print(f"duplicates after SIGKILL: {len(duplicates)}; "
-          f"resumed after {(resumed_ms - restarted_at_ms) / 1000:.1f} s")
+    print(
+        f"duplicates after SIGKILL: {len(duplicates)}; "
+        f"resumed after {(resumed_ms - restarted_at_ms) / 1000:.1f} s"
+    )
 
 
 def test_worker_joining_and_leaving_calls_no_request_twice(
@@ -84,8 +92,7 @@ def test_worker_joining_and_leaving_calls_no_request_twice(
     run(asyncio.sleep(3))
     second.stop(sig=signal.SIGTERM)
     assert second.process.returncode == 0, second.log_tail()
-    outcomes = run(collect(settings, until_ids={r.request_id for r in requests},
-                           timeout_s=120))
+    outcomes = run(collect(settings, until_ids={r.request_id for r in requests}, timeout_s=120))
 
     ids = Counter(outcomes.ids())
     stats = httpx.get(f"{fake.url}/_fake/stats").json()

@@ -67,29 +67,37 @@ def test_bad_input_becomes_dead_letters_and_the_stream_goes_on(
     fake = fake_provider_factory("--latency-ms", "1")
     worker_factory(fake.url)
     codecs = Codecs()
-    good = [RequestEvent(provider="fake", operation="get_item", params={"item_id": str(i)})
-            for i in range(20)]
+    good = [
+        RequestEvent(provider="fake", operation="get_item", params={"item_id": str(i)})
+        for i in range(20)
+    ]
     garbage = [b"\x00\x01garbage", b"", b"\xc3\x01" + b"\xff" * 8 + b"\x02"]
     invalid = codecs.request.encode_unchecked(  # valid Avro, but priority out of range
         {**good[0].model_dump(), "request_id": "bad-priority", "priority": 42}
     )
     unknown_provider = RequestEvent(provider="nope", operation="get_item")
     unknown_operation = RequestEvent(provider="fake", operation="nope")
-    not_allowed = RequestEvent(provider="fake", operation="get_item",
-                               params={"item_id": "1", "url": "http://169.254.169.254/"})
+    not_allowed = RequestEvent(
+        provider="fake",
+        operation="get_item",
+        params={"item_id": "1", "url": "http://169.254.169.254/"},
+    )
 
     async def send() -> None:
         async with CallstreamClient(settings) as client:
             await client.publish_many(good[:10])
             for raw in [*garbage, invalid]:
                 await client.publish_raw(raw, key=b"fake")
-            await client.publish_many([unknown_provider, unknown_operation, not_allowed,
-                                       *good[10:]])
+            await client.publish_many(
+                [unknown_provider, unknown_operation, not_allowed, *good[10:]]
+            )
 
     run(send())
-    wanted = {r.request_id for r in good} | {unknown_provider.request_id,
-                                             unknown_operation.request_id,
-                                             not_allowed.request_id}
+    wanted = {r.request_id for r in good} | {
+        unknown_provider.request_id,
+        unknown_operation.request_id,
+        not_allowed.request_id,
+    }
     outcomes = run(collect(settings, until_ids=wanted, extra_dead_letters=4))
 
     assert {r.request_id for r in outcomes.results} == {r.request_id for r in good}

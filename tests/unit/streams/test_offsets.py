@@ -61,8 +61,10 @@ def test_committed_position_never_skips_an_unfinished_offset(offsets, rnd):
             assert position == max(offsets) + 1
 
 
-@given(st.integers(min_value=0, max_value=10**12),
-       st.sets(st.integers(min_value=0, max_value=5000), max_size=400))
+@given(
+    st.integers(min_value=0, max_value=10**12),
+    st.sets(st.integers(min_value=0, max_value=5000), max_size=400),
+)
 def test_done_offsets_round_trip_through_commit_metadata(position, relative):
     from streams.offsets import decode_done, encode_done
 

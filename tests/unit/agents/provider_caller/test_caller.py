@@ -40,8 +40,9 @@ class ScriptedGateway:
 
 
 def record(**fields: object) -> SourceRecord:
-    request = RequestEvent(provider="fake", operation="get_item", request_id="r1",
-                           created_at_ms=NOW_MS - 5, **fields)  # type: ignore[arg-type]
+    request = RequestEvent(
+        provider="fake", operation="get_item", request_id="r1", created_at_ms=NOW_MS - 5, **fields
+    )  # type: ignore[arg-type]
     return SourceRecord("requests", 3, 42, request.model_dump_json().encode())
 
 
@@ -50,8 +51,9 @@ def caller_for(gateway: ScriptedGateway, **kwargs: object) -> Caller:
 
 
 async def test_success_becomes_ok_result_with_the_reply():
-    gateway = ScriptedGateway(ProviderReply(200, b"{}", "application/json", latency_s=0.05,
-                                            cost=0.01))
+    gateway = ScriptedGateway(
+        ProviderReply(200, b"{}", "application/json", latency_s=0.05, cost=0.01)
+    )
     outcome = await caller_for(gateway).handle(record())
     event = outcome.event
     assert isinstance(event, ResultEvent)
@@ -66,8 +68,11 @@ async def test_garbage_becomes_dead_letter_with_raw_bytes():
     outcome = await caller_for(gateway).handle(source)
     letter = outcome.event
     assert isinstance(letter, DeadLetterEvent)
-    assert (letter.reason, letter.stage, letter.original_raw) == ("undecodable", "decode",
-                                                                   b"\x00garbage")
+    assert (letter.reason, letter.stage, letter.original_raw) == (
+        "undecodable",
+        "decode",
+        b"\x00garbage",
+    )
     assert (letter.source_partition, letter.source_offset) == (0, 7)
     assert gateway.calls == []
 
@@ -87,8 +92,9 @@ async def test_passed_deadline_is_expired_and_never_called():
         (RateLimited("429", retry_after_s=2.0), "failed", "rate_limited"),
     ],
 )
-async def test_retriable_errors_become_failed_results(error: ProviderError, status: str,
-                                                      reason: str):
+async def test_retriable_errors_become_failed_results(
+    error: ProviderError, status: str, reason: str
+):
     outcome = await caller_for(ScriptedGateway(error)).handle(record())
     assert isinstance(outcome.event, ResultEvent)
     assert (outcome.event.status, outcome.event.reason) == (status, reason)
@@ -106,7 +112,8 @@ async def test_permanent_error_becomes_dead_letter_with_attempt_history():
 async def test_reply_to_outside_the_allow_list_is_not_allowed():
     gateway = ScriptedGateway(ProviderReply(200, b"", None))
     outcome = await caller_for(gateway, reply_topics=["ok.results"]).handle(
-        record(reply_to="someone.elses.topic"))
+        record(reply_to="someone.elses.topic")
+    )
     assert isinstance(outcome.event, DeadLetterEvent)
     assert outcome.event.reason == "not_allowed"
     assert gateway.calls == []
@@ -116,7 +123,8 @@ async def test_unknown_provider_is_refused_before_any_call():
     gateway = ScriptedGateway(ProviderReply(200, b"", None))
     request = RequestEvent(provider="nope", operation="x")
     outcome = await caller_for(gateway).handle(
-        SourceRecord("requests", 0, 1, request.model_dump_json().encode()))
+        SourceRecord("requests", 0, 1, request.model_dump_json().encode())
+    )
     assert isinstance(outcome.event, DeadLetterEvent)
     assert (outcome.event.reason, outcome.event.stage) == ("unknown_provider", "admission")
     assert gateway.calls == []
@@ -125,5 +133,7 @@ async def test_unknown_provider_is_refused_before_any_call():
 async def test_bug_in_our_code_still_ends_as_a_dead_letter():
     outcome = await caller_for(ScriptedGateway(ZeroDivisionError("bug"))).handle(record())
     assert isinstance(outcome.event, DeadLetterEvent)
-    assert (outcome.event.reason, outcome.event.error_type) == ("internal_error",
-                                                                "ZeroDivisionError")
+    assert (outcome.event.reason, outcome.event.error_type) == (
+        "internal_error",
+        "ZeroDivisionError",
+    )
