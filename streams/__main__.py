@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; errors end as one line on stderr and exit code 2."""
     _register_optional_commands()
     try:
-        app(args=argv, prog_name="callstream", standalone_mode=False)
+        # Without standalone mode, an Exit(code) raised by a command comes back as the return
+        # value rather than as an exception.
+        code = app(args=argv, prog_name="callstream", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except CallstreamError as exc:
         typer.echo(f"callstream: error: {exc}", err=True)
         return 2
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":
