@@ -27,7 +27,7 @@ GAUGE_REFRESH_S = 5.0
 ListenerFactory = Callable[[AIOKafkaProducer], Awaitable[Sequence[PartitionListener]]]
 
 
-class CallerService(mode.Service):  # type: ignore[misc]
+class CallerService(mode.Service):
     """Owns the caller's consumer and producer; drains and commits before it stops."""
 
     def __init__(
@@ -108,19 +108,19 @@ class CallerService(mode.Service):  # type: ignore[misc]
             if partitions:
                 self._router.update(partitions)
 
-    @mode.Service.task  # type: ignore[misc]
+    @mode.Service.task
     async def _run_loop(self) -> None:
         await self.ready.wait()
         assert self._loop_runner is not None
         await self._loop_runner.run()
 
-    @mode.Service.task  # type: ignore[misc]
+    @mode.Service.task
     async def _run_commits(self) -> None:
         await self.ready.wait()
         assert self._loop_runner is not None
         await self._loop_runner.run_commits()
 
-    @mode.Service.timer(GAUGE_REFRESH_S)  # type: ignore[misc]
+    @mode.Service.timer(GAUGE_REFRESH_S)
     async def _refresh_gauges(self) -> None:
         if self._loop_runner is not None:
             await self._loop_runner.update_lag()

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
-import typer
 import httpx
+import typer
 from rich.console import Console
 from rich.table import Table
 

@@ -1,4 +1,4 @@
-"""The command line as a user runs it: publish, results tail, and the demo on the embedded broker."""
+"""The command line as a user runs it: publish, tail, and the demo on the embedded broker."""
 
 from __future__ import annotations
 
