@@ -151,6 +151,10 @@ class Scheduler(Generic[T]):
         while self._deadlines and self._deadlines[0][0] <= now:
             entry = heapq.heappop(self._deadlines)[2]
             if entry.live:
+                # A new head may need fewer tokens than the one that expired, so its key's
+                # wake (set for the old head's cost) can be too late: look at the key again.
+                if entry.queued and self._head(entry.key) is entry:
+                    self._wake(entry.key, -math.inf)
                 self._retire(entry)
                 self._dead += int(entry.queued)
                 expired.append(entry.item)
