@@ -35,3 +35,24 @@ def test_errors_are_one_line(argv, env, expected, monkeypatch, capsys):
     assert err.startswith("callstream: error: ")
     assert expected in err
     assert err.count("\n") == 1, err
+
+
+def test_providers_validate_names_the_broken_field(tmp_path, capsys):
+    broken = tmp_path / "acme.toml"
+    broken.write_text('name = "acme"\nbase_url = "https://api.acme.example"\n'
+                      '[operations.get]\nmethod = "FETCH"\npath = "/a"\n')
+    assert main(["providers", "validate", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert "acme.toml" in err
+    assert "operations.get.method" in err
+    assert err.count("\n") == 1, err
+
+
+def test_providers_validate_accepts_every_catalog_file(capsys):
+    from pathlib import Path
+
+    import providers.catalog
+
+    for path in sorted(Path(providers.catalog.__file__).parent.glob("*.toml")):
+        assert main(["providers", "validate", str(path)]) == 0, path
+    assert capsys.readouterr().out.count("ok: ") >= 6
