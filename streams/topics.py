@@ -84,9 +84,19 @@ async def _create(admin: AIOKafkaAdminClient, spec: TopicSpec) -> None:
         topic_configs=spec.config,
     )
     try:
-        await admin.create_topics([topic])
-        log.info("created topic %s (%d partitions)", spec.name, spec.partitions)
+        response = await admin.create_topics([topic])
     except TopicAlreadyExistsError:
-        pass  # another worker created it first
+        return  # another worker created it first
     except KafkaError as exc:
         raise ConfigurationError(f"cannot create topic {spec.name}: {exc!r}") from None
+    # Per-topic failures come back as error codes in the response, not as exceptions.
+    for error in getattr(response, "topic_errors", ()):
+        name, code = error[0], error[1]
+        message = error[2] if len(error) > 2 else ""
+        if code not in (0, TopicAlreadyExistsError.errno):
+            raise ConfigurationError(
+                f"cannot create topic {name}: error {code} {(message or '').rstrip('.')}"
+                ". Operator action: check the broker's limits (partitions, replication "
+                "factor) and ACLs."
+            )
+    log.info("created topic %s (%d partitions)", spec.name, spec.partitions)
