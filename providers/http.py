@@ -136,8 +136,7 @@ class ProviderClient:
         with map_exceptions():
             async with self.session.request(
                 prepared.method,
-                # encoded=True: the URL goes out byte for byte as built and signed.
-                URL(prepared.url, encoded=True),
+                _url(prepared.url),
                 headers=prepared.headers,
                 data=prepared.body,
                 # A redirect could point anywhere; only declared URLs are ever called.
@@ -186,6 +185,14 @@ class ProviderClient:
             raw.status, raw.headers, raw.body, operation=event.operation, now=now
         )
         return CallResult(response, latency_s, sends)
+
+
+@functools.lru_cache(maxsize=4096)
+def _url(url: str) -> URL:
+    """The URL object for a built URL, sent byte for byte (``encoded=True``: the URL goes out
+    as built and signed). URLs repeat (the same resources, again and again) and yarl's URL is
+    immutable, so parsing is skipped for those seen recently."""
+    return URL(url, encoded=True)
 
 
 @functools.lru_cache(maxsize=64)

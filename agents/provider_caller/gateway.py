@@ -21,6 +21,11 @@ class HttpGateway:
         self._providers = dict(providers)
         self._client = client
         self._metrics = metrics
+        # Per provider, the labelled children used on every successful call: labels() is a
+        # lock and a dict lookup each time.
+        names = {provider.name for provider in self._providers.values()}
+        self._ok_calls = {n: metrics.provider_calls.labels(n, "ok") for n in names}
+        self._call_seconds = {n: metrics.provider_call_seconds.labels(n) for n in names}
 
     @property
     def provider_names(self) -> frozenset[str]:
@@ -39,8 +44,8 @@ class HttpGateway:
         finally:
             self._metrics.calls_in_flight.dec()
         response = result.response
-        self._metrics.provider_calls.labels(provider.name, "ok").inc()
-        self._metrics.provider_call_seconds.labels(provider.name).observe(result.latency_s)
+        self._ok_calls[provider.name].inc()
+        self._call_seconds[provider.name].observe(result.latency_s)
         return ProviderReply(
             http_status=response.status,
             body=response.body,

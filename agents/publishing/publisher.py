@@ -6,6 +6,8 @@ import asyncio
 import logging
 from typing import Protocol
 
+from prometheus_client import Counter
+
 from agents.publishing.envelope import Forward, Outcome
 from schemas.models import DeadLetterEvent, ResultEvent
 from streams.metrics import Metrics
@@ -51,6 +53,8 @@ class OutcomePublisher:
         # Provider names come from events: only configured ones become label values, so a
         # stream of made-up names cannot blow up the metric's cardinality.
         self._known_providers = known_providers
+        # (provider label, status) -> the labelled counter: labels() costs a lock per call.
+        self._outcome_counters: dict[tuple[str, str], Counter] = {}
 
     async def publish(self, outcome: Outcome | Forward) -> None:
         """Write the outcome (or forward the request) and wait for the broker's ack.
@@ -86,7 +90,11 @@ class OutcomePublisher:
 
     def _count(self, outcome: Outcome) -> None:
         provider = outcome.provider if outcome.provider in self._known_providers else "other"
-        self._metrics.outcomes.labels(provider, outcome.status).inc()
+        labels = (provider, str(outcome.status))
+        counter = self._outcome_counters.get(labels)
+        if counter is None:  # bounded: known providers (+ "other") times result statuses
+            counter = self._outcome_counters[labels] = self._metrics.outcomes.labels(*labels)
+        counter.inc()
         event = outcome.event
         if isinstance(event, DeadLetterEvent):
             self._metrics.dead_letters.labels(event.reason, event.stage).inc()

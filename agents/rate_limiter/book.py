@@ -53,11 +53,20 @@ class LimitBook:
             name: shard(LimitPolicy(limit.rate_per_s, limit.burst, jitter_s=jitter_s), limit.shards)
             for name, limit in self._limits.items()
         }
+        # An unsharded provider's key is its name: built (and validated) once, not per request.
+        self._unsharded = {
+            name: request_limit_key(name, "", 1)
+            for name, limit in self._limits.items()
+            if limit.shards <= 1
+        }
         # Most specific first: exact tenant and provider, then either one, then neither.
         self._quotas = sorted(quotas, key=lambda rule: (rule.tenant == "*", rule.provider == "*"))
 
     def limit_key(self, provider: str, request_id: str) -> str:
         """The key a request spends tokens from (``provider`` or ``provider#shard``)."""
+        key = self._unsharded.get(provider)
+        if key is not None:
+            return key
         return request_limit_key(provider, request_id, self.shards(provider))
 
     def shards(self, provider: str) -> int:
