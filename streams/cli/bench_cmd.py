@@ -30,6 +30,12 @@ from streams.cli.throughput import (
 )
 from streams.settings import KafkaSettings, Settings, TopicSettings
 
+BenchBootstrap = Annotated[
+    str | None,
+    typer.Option("--bootstrap", "-b", help="Use this Kafka instead of starting Apache Kafka."),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the figures as JSON too.")]
+
 bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
 
 # In-flight calls per variant, as in the measurements of shared/ENVIRONMENT.md.
@@ -56,11 +62,8 @@ def throughput(
         list[int] | None,
         typer.Option("--latency-ms", help="Provider latencies to measure (repeatable)."),
     ] = None,
-    bootstrap: Annotated[
-        str | None,
-        typer.Option("--bootstrap", "-b", help="Use this Kafka instead of starting Apache Kafka."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON too.")] = False,
+    bootstrap: BenchBootstrap = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Pipeline throughput against a direct aiohttp client, on real Apache Kafka."""
     console = Console()
@@ -92,6 +95,26 @@ def throughput(
         sys.stdout.write(json.dumps({"throughput": summary}) + "\n")
 
 
+def _bench_worker_env(
+    servers: str,
+    provider_url: str,
+    tmp: Path,
+    app_id: str,
+    topics: TopicSettings,
+    **extra: str,
+) -> dict[str, str]:
+    """A benchmark worker: its own app id and topics, quiet logs, plus ``extra`` settings."""
+    return {
+        **worker_env(servers, provider_url, tmp, embedded=False),
+        "CALLSTREAM_APP_ID": app_id,
+        "CALLSTREAM_TOPICS__REQUESTS": topics.requests,
+        "CALLSTREAM_TOPICS__RESULTS": topics.results,
+        "CALLSTREAM_TOPICS__DEAD_LETTERS": topics.dead_letters,
+        "CALLSTREAM_LOG_LEVEL": "warning",
+        **extra,
+    }
+
+
 def _measure(
     tmp: Path,
     servers: str,
@@ -106,15 +129,14 @@ def _measure(
     topics = TopicSettings(
         requests=f"{app_id}.requests", results=f"{app_id}.results", dead_letters=f"{app_id}.dlq"
     )
-    env = {
-        **worker_env(servers, fake.url, tmp, embedded=False),
-        "CALLSTREAM_APP_ID": app_id,
-        "CALLSTREAM_TOPICS__REQUESTS": topics.requests,
-        "CALLSTREAM_TOPICS__RESULTS": topics.results,
-        "CALLSTREAM_TOPICS__DEAD_LETTERS": topics.dead_letters,
-        "CALLSTREAM_CALLER__MAX_IN_FLIGHT": str(concurrency),
-        "CALLSTREAM_LOG_LEVEL": "warning",
-    }
+    env = _bench_worker_env(
+        servers,
+        fake.url,
+        tmp,
+        app_id,
+        topics,
+        CALLSTREAM_CALLER__MAX_IN_FLIGHT=str(concurrency),
+    )
     worker = start_worker(tmp, env, name=f"worker-{latency_ms}ms")
     try:
         wait_worker_ready(worker, timeout_s=90)
@@ -184,11 +206,8 @@ def ratelimit(
     requests: Annotated[int, typer.Option("--requests", "-n", min=10)] = 1500,
     rate: Annotated[float, typer.Option(help="The provider's limit, requests per second.")] = 50,
     burst: Annotated[int, typer.Option(help="The provider's burst.")] = 10,
-    bootstrap: Annotated[
-        str | None,
-        typer.Option("--bootstrap", "-b", help="Use this Kafka instead of starting Apache Kafka."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON too.")] = False,
+    bootstrap: BenchBootstrap = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Saturate a strictly limited fake provider: utilization, violations and waits."""
     console = Console()
@@ -210,16 +229,15 @@ def ratelimit(
             results=f"{app_id}.{int(time.time())}.results",
             dead_letters=f"{app_id}.{int(time.time())}.dlq",
         )
-        env = {
-            **worker_env(servers, fake.url, tmp, embedded=False),
-            "CALLSTREAM_APP_ID": app_id,
-            "CALLSTREAM_TOPICS__REQUESTS": topics.requests,
-            "CALLSTREAM_TOPICS__RESULTS": topics.results,
-            "CALLSTREAM_TOPICS__DEAD_LETTERS": topics.dead_letters,
-            "CALLSTREAM_PROVIDERS__FAKE__RATE_PER_S": str(rate),
-            "CALLSTREAM_PROVIDERS__FAKE__BURST": str(burst),
-            "CALLSTREAM_LOG_LEVEL": "warning",
-        }
+        env = _bench_worker_env(
+            servers,
+            fake.url,
+            tmp,
+            app_id,
+            topics,
+            CALLSTREAM_PROVIDERS__FAKE__RATE_PER_S=str(rate),
+            CALLSTREAM_PROVIDERS__FAKE__BURST=str(burst),
+        )
         worker = start_worker(tmp, env, name="worker-ratelimit")
         try:
             wait_worker_ready(worker, timeout_s=90)
