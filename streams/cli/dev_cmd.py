@@ -75,9 +75,11 @@ def dev(
             )
             children.append(fake)
             console.print(f"  fake provider on {fake.url} ({latency_ms} ms latency)")
-            worker = start_worker(
-                tmp, worker_env(broker.bootstrap_servers, fake.url, tmp, embedded=True)
-            )
+            env = worker_env(broker.bootstrap_servers, fake.url, tmp, embedded=True)
+            # The demo's burst of requests meets a small fake server: a modest number of
+            # calls in flight keeps the reported provider latency close to the real one.
+            env["CALLSTREAM_CALLER__MAX_IN_FLIGHT"] = "64"
+            worker = start_worker(tmp, env)
             children.append(worker)
             console.print(f"  worker starting (metrics at {worker.url}/metrics)...")
             wait_worker_ready(worker, timeout_s=90)
@@ -86,7 +88,7 @@ def dev(
                 providers={"fake": ProviderSettings(base_url=fake.url)},
             )
             tally, elapsed = run(_drive(settings, requests, timeout_s, console))
-            _summarise(console, tally, requests + len(GARBAGE), elapsed, worker)
+            _summarise(console, tally, requests + len(GARBAGE), elapsed)
         finally:
             for child in reversed(children):
                 child.stop()
@@ -150,9 +152,10 @@ def _advance(
 
 
 def _summarise(
-    console: Console, tally: OutcomeTally, expected: int, elapsed: float, worker: Child
+    console: Console, tally: OutcomeTally, expected: int, elapsed: float
 ) -> None:
-    table = Table(title=f"{tally.total} outcomes for {expected} events in {elapsed:.1f} s")
+    console.print(f"[bold]{tally.total} outcomes for {expected} events in {elapsed:.1f} s[/]")
+    table = Table()
     table.add_column("outcome")
     table.add_column("count", justify="right")
     for kind, number in sorted(tally.by_kind.items(), key=lambda item: -item[1]):
@@ -162,4 +165,3 @@ def _summarise(
         f"throughput {tally.total / elapsed:.0f} outcomes/s; provider latency of successful "
         f"calls p50 {tally.percentile(0.5):.1f} ms, p99 {tally.percentile(0.99):.1f} ms"
     )
-    console.print(f"worker log: {worker.log_path} (removed on exit)")
