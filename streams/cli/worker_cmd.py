@@ -24,13 +24,14 @@ from providers.spec_file import SpecError
 from schemas.codec import Codecs
 from schemas.models import DeadLetterEvent, ResultEvent
 from streams.app import PipelineApp, create_app
-from streams.cli.common import BootstrapOption, ConfigOption, settings_from
+from streams.cli.common import BootstrapOption, ConfigOption, quiet, run, settings_from
 from streams.errors import ConfigurationError
 from streams.metrics import Metrics
 from streams.routing import PartitionRouter
 from streams.settings import ProviderSettings, Settings
 from streams.state.table import ChangelogTable
 from streams.state.topic import ensure_changelog_topic
+from streams.topics import ensure_topics, pipeline_topics
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,11 @@ def build_worker(settings: Settings) -> tuple[PipelineApp, CallerService]:
 def worker(config: ConfigOption = None, bootstrap: BootstrapOption = None) -> None:
     """Run a worker: consume request events, call providers, publish outcomes."""
     settings = settings_from(config, bootstrap)
+    # Checked before Faust starts, so an unreachable broker or a refused topic is one line
+    # from the CLI instead of a traceback from inside the worker.
+    topics = pipeline_topics(settings.topics)
+    with quiet("aiokafka"):
+        run(ensure_topics(settings.kafka, topics, create=settings.topics.create))
     app, service = build_worker(settings)
     runner = faust.Worker(app, service, loglevel=settings.log_level, quiet=True)
     # Faust's terminal spinner sets the root logger to DEBUG so that it can spin on every

@@ -24,6 +24,7 @@ from streams.__main__ import main
             "kafka.session_timeout_s",
         ),
         (["worker", "--config", "/nonexistent.toml"], {}, "config file not found"),
+        (["worker"], {"CALLSTREAM_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}, "cannot reach Kafka"),
         (["broker", "start", "--kind", "zookeeper"], {}, "--kind"),
     ],
 )
