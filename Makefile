@@ -1,13 +1,15 @@
 # callstream task runner. Every target installs what it needs first (uv, the locked venv).
 # The two a new user needs:  make demo   and   make test
 SHELL := /bin/bash
-UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+# uv from PATH, else the uv that pip installs into this Python (run as a module: no PATH needed).
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PYTEST_ARGS ?=
 
 .PHONY: demo test unit integration lint typecheck bench setup kafka-jars clean
 
 setup:  ## Install uv if missing, then the locked environment (.venv)
-	@command -v uv >/dev/null 2>&1 || test -x "$(UV)" || python3 -m pip install --user --quiet uv
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv \
+		|| python3 -m pip install --user --quiet uv
 	@$(UV) sync --frozen --quiet
 
 demo: setup  ## The pipeline on the embedded broker with a demo workload
