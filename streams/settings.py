@@ -82,6 +82,8 @@ class CallerSettings(_Section):
     max_request_bytes: int = Field(default=1_000_000, ge=1)
     max_response_bytes: int = Field(default=4_000_000, ge=1)
     connection_limit: int = Field(default=512, ge=1)
+    # The event loop of the worker process: uvloop (libuv) or the standard library's.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
 
 class WebSettings(_Section):

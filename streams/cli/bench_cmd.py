@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from infra.broker import start_broker
-from streams.cli.common import run
+from streams.cli.common import run, use_event_loop
 from streams.cli.dev_cmd import DEMO_API_KEY, worker_env
 from streams.cli.processes import scratch_dir, start_fake_provider, start_worker, wait_worker_ready
 from streams.cli.ratelimit import collect_results, limit_figures
@@ -58,6 +58,11 @@ def _broker(bootstrap: str | None) -> Iterator[str]:
 def throughput(
     requests: Annotated[int, typer.Option("--requests", "-n", min=100)] = 10_000,
     rounds: Annotated[int, typer.Option(min=1, max=20)] = 3,
+    event_loop: Annotated[
+        str,
+        typer.Option("--event-loop", help="uvloop or asyncio, for the worker and the direct "
+                     "client alike (a fair baseline uses the same loop)."),
+    ] = "uvloop",
     latency: Annotated[
         list[int] | None,
         typer.Option("--latency-ms", help="Provider latencies to measure (repeatable)."),
@@ -67,6 +72,9 @@ def throughput(
 ) -> None:
     """Pipeline throughput against a direct aiohttp client, on real Apache Kafka."""
     console = Console()
+    if event_loop not in ("uvloop", "asyncio"):
+        raise typer.BadParameter("uvloop or asyncio", param_hint="--event-loop")
+    use_event_loop(event_loop)
     latencies = latency or [0, 50]
     summary: list[dict[str, float | int | None]] = []
     with scratch_dir("callstream-bench-") as tmp, _broker(bootstrap) as servers:
@@ -74,7 +82,7 @@ def throughput(
         for latency_ms in latencies:
             concurrency = CONCURRENCY_BY_LATENCY.get(latency_ms, 200)
             directs, pipelines = _measure(
-                tmp, servers, latency_ms, concurrency, requests, rounds, console
+                tmp, servers, latency_ms, concurrency, requests, rounds, console, event_loop
             )
             direct_rate, pipeline_rate = median_rate(directs), median_rate(pipelines)
             cpu = [f.cpu_ms_per_request for f in pipelines if f.cpu_ms_per_request is not None]
@@ -123,6 +131,7 @@ def _measure(
     requests: int,
     rounds: int,
     console: Console,
+    event_loop: str,
 ) -> tuple[list[RunFigure], list[RunFigure]]:
     fake = start_fake_provider(tmp, "--latency-ms", str(latency_ms), "--api-key", DEMO_API_KEY)
     app_id = f"bench-{latency_ms}ms"
@@ -136,6 +145,7 @@ def _measure(
         app_id,
         topics,
         CALLSTREAM_CALLER__MAX_IN_FLIGHT=str(concurrency),
+        CALLSTREAM_CALLER__EVENT_LOOP=event_loop,
     )
     worker = start_worker(tmp, env, name=f"worker-{latency_ms}ms")
     try:

@@ -72,3 +72,13 @@ def quiet(logger_name: str) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(previous)
+
+
+def use_event_loop(kind: str) -> None:
+    """Install the event-loop policy for loops created from now on in this process."""
+    if kind == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    else:
+        asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())

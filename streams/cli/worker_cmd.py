@@ -24,7 +24,14 @@ from providers.spec_file import SpecError
 from schemas.codec import Codecs
 from schemas.models import DeadLetterEvent, ResultEvent
 from streams.app import PipelineApp, create_app
-from streams.cli.common import BootstrapOption, ConfigOption, quiet, run, settings_from
+from streams.cli.common import (
+    BootstrapOption,
+    ConfigOption,
+    quiet,
+    run,
+    settings_from,
+    use_event_loop,
+)
 from streams.errors import ConfigurationError
 from streams.metrics import Metrics
 from streams.routing import PartitionRouter
@@ -154,6 +161,7 @@ def build_worker(settings: Settings) -> tuple[PipelineApp, CallerService]:
 def worker(config: ConfigOption = None, bootstrap: BootstrapOption = None) -> None:
     """Run a worker: consume request events, call providers, publish outcomes."""
     settings = settings_from(config, bootstrap)
+    use_event_loop(settings.caller.event_loop)
     # Checked before Faust starts, so an unreachable broker or a refused topic is one line
     # from the CLI instead of a traceback from inside the worker.
     topics = pipeline_topics(settings.topics)
