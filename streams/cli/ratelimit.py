@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from schemas.models import RequestEvent, ResultEvent
-from streams.sdk import CallstreamClient
+from streams.cli.roundtrip import round_trip
 from streams.settings import Settings
 
 
@@ -16,18 +15,7 @@ async def collect_results(settings: Settings, count: int) -> list[ResultEvent]:
         RequestEvent(provider="fake", operation="get_item", params={"item_id": f"item-{index}"})
         for index in range(count)
     ]
-    wanted = {request.request_id for request in requests}
-    results: list[ResultEvent] = []
-    async with CallstreamClient(settings) as client, client.reader(from_beginning=True) as reader:
-        await client.publish_many(requests)
-        stream = reader.results(follow=True, idle_timeout_s=0.5, codecs=client.codecs)
-        async with asyncio.timeout(max(120.0, count)):
-            async for event in stream:
-                if event.request_id in wanted:
-                    results.append(event)
-                    wanted.discard(event.request_id)
-                    if not wanted:
-                        break
+    results, _ = await round_trip(settings, requests, timeout_s=max(120.0, count))
     return results
 
 

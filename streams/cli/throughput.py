@@ -12,14 +12,13 @@ import asyncio
 import os
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
 
-from schemas.codec import Codecs
-from schemas.models import RequestEvent, ResultEvent
-from streams.sdk import CallstreamClient
+from schemas.models import RequestEvent
+from streams.cli.roundtrip import round_trip
 from streams.settings import Settings
 
 
@@ -81,20 +80,8 @@ async def run_pipeline(settings: Settings, count: int, batch_tag: str) -> float:
         )
         for index in range(count)
     ]
-    wanted = {request.request_id for request in requests}
-    async with CallstreamClient(settings) as client, client.reader(from_beginning=False) as reader:
-        started = time.perf_counter()
-        await client.publish_many(requests)
-        results = reader.results(follow=True, idle_timeout_s=0.2, codecs=Codecs())
-        await asyncio.wait_for(_until_all(results, wanted), timeout=max(60.0, count / 100))
-        return time.perf_counter() - started
-
-
-async def _until_all(results: AsyncIterator[ResultEvent], wanted: set[str]) -> None:
-    async for event in results:
-        wanted.discard(event.request_id)
-        if not wanted:
-            return
+    _, seconds = await round_trip(settings, requests, timeout_s=max(60.0, count / 100))
+    return seconds
 
 
 def interleave(
