@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -15,26 +15,9 @@ from providers.auth.request import PreparedRequest
 from providers.auth.signer import Signer, SyncSigner
 from providers.fake.config import FakeProviderConfig
 from providers.fake.process import FakeProviderProcess
-from providers.fake.server import FakeProviderServer
 from tests.unit.providers.auth.certs import TlsMaterial, make_tls_material
 
-ServerFactory = Callable[..., Awaitable[FakeProviderServer]]
 ProcessFactory = Callable[..., FakeProviderProcess]
-
-
-@pytest.fixture
-async def fake_server_factory() -> AsyncIterator[ServerFactory]:
-    started: list[FakeProviderServer] = []
-
-    async def start(**fields: Any) -> FakeProviderServer:
-        server = FakeProviderServer(FakeProviderConfig.model_validate(fields))
-        await server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        await server.stop()
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from providers.auth.oauth2 import aiohttp_token_fetcher
 from providers.auth.request import PreparedRequest
 from providers.auth.signer import Signer
 from providers.fake.server import FakeProviderServer
-from tests.integration.providers.fake.conftest import ServerFactory, signed_call
+from tests.conftest import ServerFactory
+from tests.integration.providers.fake.conftest import signed_call
 
 pytestmark = pytest.mark.integration
 

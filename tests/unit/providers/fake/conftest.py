@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
-from providers.fake.config import FakeProviderConfig
 from providers.fake.server import FakeProviderServer
-
-ServerFactory = Callable[..., Awaitable[FakeProviderServer]]
-
-
-@pytest.fixture
-async def fake_server_factory() -> AsyncIterator[ServerFactory]:
-    """Start servers from config fields; all stopped at the end of the test."""
-    started: list[FakeProviderServer] = []
-
-    async def start(**fields: Any) -> FakeProviderServer:
-        server = FakeProviderServer(FakeProviderConfig.model_validate(fields))
-        await server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        await server.stop()
+from tests.conftest import ServerFactory
 
 
 @pytest.fixture
