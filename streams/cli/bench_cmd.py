@@ -60,8 +60,11 @@ def throughput(
     rounds: Annotated[int, typer.Option(min=1, max=20)] = 3,
     event_loop: Annotated[
         str,
-        typer.Option("--event-loop", help="uvloop or asyncio, for the worker and the direct "
-                     "client alike (a fair baseline uses the same loop)."),
+        typer.Option(
+            "--event-loop",
+            help="uvloop or asyncio, for the worker and the direct "
+            "client alike (a fair baseline uses the same loop).",
+        ),
     ] = "uvloop",
     latency: Annotated[
         list[int] | None,

@@ -151,9 +151,7 @@ def _advance(
         done.set()
 
 
-def _summarise(
-    console: Console, tally: OutcomeTally, expected: int, elapsed: float
-) -> None:
+def _summarise(console: Console, tally: OutcomeTally, expected: int, elapsed: float) -> None:
     console.print(f"[bold]{tally.total} outcomes for {expected} events in {elapsed:.1f} s[/]")
     table = Table()
     table.add_column("outcome")
