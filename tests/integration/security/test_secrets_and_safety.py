@@ -20,9 +20,14 @@ SECRET = "sk-live-THIS-MUST-NEVER-LEAK-42"
 
 
 async def raw_records(settings) -> bytes:
-    consumer = AIOKafkaConsumer(settings.topics.requests, settings.topics.results,
-                                settings.topics.dead_letters, **client_options(settings.kafka),
-                                group_id=None, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        settings.topics.requests,
+        settings.topics.results,
+        settings.topics.dead_letters,
+        **client_options(settings.kafka),
+        group_id=None,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     data = bytearray()
     try:
@@ -41,10 +46,13 @@ def test_the_secret_appears_in_no_topic_log_or_metric(
     fake = fake_provider_factory("--latency-ms", "1")
     # The worker's key is wrong for this fake (it demands the suite's key): every call fails
     # with 401, the path where clients most often echo credentials into errors.
-    worker = worker_factory(fake.url, CALLSTREAM_PROVIDERS__FAKE__SECRET=SECRET,
-                            CALLSTREAM_LOG_LEVEL="debug")
-    requests = [RequestEvent(provider="fake", operation="get_item", params={"item_id": str(i)})
-                for i in range(20)]
+    worker = worker_factory(
+        fake.url, CALLSTREAM_PROVIDERS__FAKE__SECRET=SECRET, CALLSTREAM_LOG_LEVEL="debug"
+    )
+    requests = [
+        RequestEvent(provider="fake", operation="get_item", params={"item_id": str(i)})
+        for i in range(20)
+    ]
     run(publish(settings, requests))
     outcomes = run(collect(settings, until_ids={r.request_id for r in requests}))
     assert {d.reason for d in outcomes.dead_letters} == {"auth_failed"}
@@ -54,14 +62,21 @@ def test_the_secret_appears_in_no_topic_log_or_metric(
     topics = run(raw_records(settings))
     logs = worker.log_path.read_text(errors="replace")
     encoded = base64.b64encode(SECRET.encode()).decode()
-    for where, text in (("topics", topics.decode("latin-1")), ("worker log", logs),
-                        ("metrics", metrics)):
+    for where, text in (
+        ("topics", topics.decode("latin-1")),
+        ("worker log", logs),
+        ("metrics", metrics),
+    ):
         assert SECRET not in text, f"secret leaked into {where}"
         assert encoded not in text, f"base64 secret leaked into {where}"
 
-    shown = subprocess.run([sys.executable, "-m", "streams", "providers", "show", "fake"],
-                           capture_output=True, text=True, check=False,
-                           env={"CALLSTREAM_PROVIDERS__FAKE__SECRET": SECRET, "PATH": ""})
+    shown = subprocess.run(
+        [sys.executable, "-m", "streams", "providers", "show", "fake"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"CALLSTREAM_PROVIDERS__FAKE__SECRET": SECRET, "PATH": ""},
+    )
     assert SECRET not in shown.stdout + shown.stderr
 
 
@@ -71,14 +86,24 @@ def test_undeclared_hosts_and_headers_are_not_allowed_and_never_called(
     fake = fake_provider_factory("--latency-ms", "1")
     worker_factory(fake.url)
     attempts = [
-        RequestEvent(provider="fake", operation="get_item",
-                     params={"item_id": "../../admin"}),
-        RequestEvent(provider="fake", operation="get_item",
-                     params={"item_id": "1", "callback": "http://169.254.169.254/latest"}),
-        RequestEvent(provider="fake", operation="get_item", params={"item_id": "1"},
-                     headers={"Host": "internal.example"}),
-        RequestEvent(provider="fake", operation="get_item", params={"item_id": "1"},
-                     headers={"Authorization": "Bearer stolen"}),
+        RequestEvent(provider="fake", operation="get_item", params={"item_id": "../../admin"}),
+        RequestEvent(
+            provider="fake",
+            operation="get_item",
+            params={"item_id": "1", "callback": "http://169.254.169.254/latest"},
+        ),
+        RequestEvent(
+            provider="fake",
+            operation="get_item",
+            params={"item_id": "1"},
+            headers={"Host": "internal.example"},
+        ),
+        RequestEvent(
+            provider="fake",
+            operation="get_item",
+            params={"item_id": "1"},
+            headers={"Authorization": "Bearer stolen"},
+        ),
     ]
     run(publish(settings, attempts))
     outcomes = run(collect(settings, until_ids={r.request_id for r in attempts}))
@@ -88,5 +113,9 @@ def test_undeclared_hosts_and_headers_are_not_allowed_and_never_called(
     # A value outside its parameter's declared pattern is a bad request; a target or header
     # the provider does not declare is not allowed.
     assert [reasons[r.request_id] for r in attempts] == [
-        "bad_request", "not_allowed", "not_allowed", "not_allowed"]
+        "bad_request",
+        "not_allowed",
+        "not_allowed",
+        "not_allowed",
+    ]
     assert httpx.get(f"{fake.url}/_fake/stats").json()["calls_total"] == 0

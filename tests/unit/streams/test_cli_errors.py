@@ -40,8 +40,10 @@ def test_errors_are_one_line(argv, env, expected, monkeypatch, capsys):
 
 def test_providers_validate_names_the_broken_field(tmp_path, capsys):
     broken = tmp_path / "acme.toml"
-    broken.write_text('name = "acme"\nbase_url = "https://api.acme.example"\n'
-                      '[operations.get]\nmethod = "FETCH"\npath = "/a"\n')
+    broken.write_text(
+        'name = "acme"\nbase_url = "https://api.acme.example"\n'
+        '[operations.get]\nmethod = "FETCH"\npath = "/a"\n'
+    )
     assert main(["providers", "validate", str(broken)]) == 2
     err = capsys.readouterr().err
     assert "acme.toml" in err
