@@ -5,8 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from ssl import SSLContext
 
@@ -63,17 +62,16 @@ class CallResult:
     sends: int = 1
 
 
-@contextmanager
-def map_exceptions() -> Iterator[None]:
-    """Translate client and socket errors into ProviderTimeout / ProviderUnavailable."""
-    try:
-        yield
-    except ProviderError:
-        raise
-    except TimeoutError:  # asyncio's and aiohttp's timeouts both derive from it
-        raise ProviderTimeout("no answer within the timeout") from None
-    except (aiohttp.ClientError, OSError) as exc:
-        raise ProviderUnavailable(_describe(exc)) from None
+# What a failed exchange can raise besides our own errors (asyncio's and aiohttp's timeouts
+# both derive from TimeoutError, an OSError).
+_EXCHANGE_ERRORS = (aiohttp.ClientError, OSError)
+
+
+def exchange_error(exc: BaseException) -> ProviderError:
+    """The ProviderTimeout or ProviderUnavailable that a client or socket error means."""
+    if isinstance(exc, TimeoutError):
+        return ProviderTimeout("no answer within the timeout")
+    return ProviderUnavailable(_describe(exc))
 
 
 def _describe(exc: BaseException) -> str:
@@ -133,7 +131,8 @@ class ProviderClient:
         """
         cap = min(max_response_bytes, self.config.max_response_bytes or max_response_bytes)
         started = time.perf_counter()
-        with map_exceptions():
+        # A plain try, not a context manager: this runs once per call on the hot path.
+        try:
             async with self.session.request(
                 prepared.method,
                 _url(prepared.url),
@@ -148,6 +147,10 @@ class ProviderClient:
                 return RawResponse(
                     response.status, response.headers, body, time.perf_counter() - started
                 )
+        except ProviderError:
+            raise
+        except _EXCHANGE_ERRORS as exc:
+            raise exchange_error(exc) from None
 
     async def fetch_token(self, request: PreparedRequest) -> TokenResponse:
         """OAuth2 token requests over the shared session (``FetchToken`` for auth signers)."""

@@ -118,7 +118,7 @@ class Caller:
         owner = self._owner_of(key) if self._owner_of else None
         if owner is not None and owner != source.partition:
             return Forward(key.encode(), source.value)
-        decision = await self._limiter.admit(request, source.partition)
+        decision = await self._limiter.admit(request, source.partition, key)
         if decision.admission is Admission.EXPIRED:
             return self._ended(request, ResultStatus.EXPIRED, decision.reason)
         if decision.admission is Admission.REJECTED:

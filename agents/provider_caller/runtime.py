@@ -83,6 +83,8 @@ class CallerLoop:
         self._done_before: dict[TopicPartition, set[int]] = {}
         self._metadata = commit_metadata
         self.has_assignment = False
+        # Read at scrape time rather than counted per record (a gauge update takes a lock).
+        metrics.requests_pending.set_function(self._tracker.total_in_flight)
 
     def rebalance_listener(self) -> ConsumerRebalanceListener:
         return _Listener(self)
@@ -132,7 +134,6 @@ class CallerLoop:
             task = asyncio.create_task(self._process(tp, source))
             self._tasks[tp].add(task)
             task.add_done_callback(self._tasks[tp].discard)
-            self._metrics.requests_pending.inc()
 
     async def _rewind(self, tp: TopicPartition) -> None:
         """Read ``tp`` again from its committed position after dropping a stale batch.
@@ -160,7 +161,6 @@ class CallerLoop:
             self._tracker.finish(tp, source.offset)
         finally:
             self._slots.release()
-            self._metrics.requests_pending.dec()
 
     async def commit(self, only: Iterable[TopicPartition] | None = None) -> None:
         """Commit every partition whose contiguous finished position moved.

@@ -59,6 +59,9 @@ class LimitBook:
             for name, limit in self._limits.items()
             if limit.shards <= 1
         }
+        # Limit key -> policy, filled on first use: keys are few (providers x credentials x
+        # shards) and parsing one costs more than the token it decides on.
+        self._key_policies: dict[str, LimitPolicy] = {}
         # Most specific first: exact tenant and provider, then either one, then neither.
         self._quotas = sorted(quotas, key=lambda rule: (rule.tenant == "*", rule.provider == "*"))
 
@@ -75,7 +78,10 @@ class LimitBook:
 
     def policy_for(self, key: str) -> LimitPolicy:
         """The per-shard policy of a limit key."""
-        return self._policies[parse_limit_key(key).provider]
+        policy = self._key_policies.get(key)
+        if policy is None:
+            policy = self._key_policies[key] = self._policies[parse_limit_key(key).provider]
+        return policy
 
     def quota_for(self, tenant: str, provider: str) -> QuotaPolicy | None:
         """The most specific quota rule matching the tenant and provider, split per shard."""

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from prometheus_client import Histogram
+
 from agents.rate_limiter.book import LimitBook
 from agents.rate_limiter.bucket import Bucket, available, observe_provider_headers
 from agents.rate_limiter.gate import BucketGate
@@ -167,6 +169,16 @@ class Limiter:
         self._metrics = metrics
         self._clock = clock
         self._partitions: dict[int, PartitionLimiter] = {}
+        # provider -> its labelled wait histogram: labels() takes a lock on every call.
+        self._wait_histograms: dict[str, Histogram] = {}
+
+    def _wait_histogram(self, provider: str) -> Histogram:
+        histogram = self._wait_histograms.get(provider)
+        if histogram is None:  # bounded: admit only sees configured providers
+            histogram = self._wait_histograms[provider] = self._metrics.limiter_wait_seconds.labels(
+                provider
+            )
+        return histogram
 
     def use_quota_store(self, quotas: QuotaStore) -> None:
         """Switch to the worker's quota table once it exists (before any assignment)."""
@@ -188,13 +200,18 @@ class Limiter:
             if limiter is not None:
                 limiter.close()
 
-    async def admit(self, request: RequestEvent, partition: int) -> Decision:
+    async def admit(
+        self, request: RequestEvent, partition: int, key: str | None = None
+    ) -> Decision:
         """Count the request against its tenant's quota, then wait for a token.
+
+        Args:
+            key: the request's limit key when the caller has it already.
 
         Raises:
             asyncio.CancelledError: the partition was revoked while the request waited.
         """
-        key = self.limit_key(request)
+        key = key or self.limit_key(request)
         started = self._clock()
         limiter = self._partitions.get(partition)
         if limiter is None:  # revoked between fetch and admission
@@ -219,7 +236,7 @@ class Limiter:
             await self._quotas.put(partition, quota_key, state_after.to_bytes())
         admission = await limiter.acquire(request, key)
         waited = self._clock() - started
-        self._metrics.limiter_wait_seconds.labels(request.provider).observe(waited)
+        self._wait_histogram(request.provider).observe(waited)
         if admission is not Admission.GO:
             reason = "deadline_passed" if admission is Admission.EXPIRED else "over_burst"
             self._metrics.limiter_refusals.labels(request.provider, reason).inc()
