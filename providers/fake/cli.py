@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     tls.add_argument("--tls-key", type=Path)
     tls.add_argument("--tls-client-ca", type=Path, help="require client certificates")
     p.add_argument("--cpu", type=int, help="pin to this CPU (keep it off the worker's core)")
+    p.add_argument(
+        "--event-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="uvloop (default) costs about half the CPU per request of the standard loop",
+    )
     return p
 
 
@@ -182,8 +188,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(error))
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
+    loop_factory = None
+    if args.event_loop == "uvloop":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
     try:
-        asyncio.run(serve(config, host=args.host, port=args.port))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(config, host=args.host, port=args.port))
     except OSError as error:  # e.g. the port is taken
         print(f"fake provider: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
