@@ -50,5 +50,6 @@ def consumer_options(kafka: KafkaSettings, *, group_id: str) -> dict[str, Any]:
         "session_timeout_ms": int(kafka.session_timeout_s * 1000),
         "heartbeat_interval_ms": int(kafka.heartbeat_interval_s * 1000),
         "max_poll_records": kafka.max_poll_records,
-        "fetch_max_wait_ms": 100,
+        "fetch_min_bytes": kafka.fetch_min_bytes,
+        "fetch_max_wait_ms": kafka.fetch_max_wait_ms,
     }

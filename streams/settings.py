@@ -49,6 +49,10 @@ class KafkaSettings(_Section):
     commit_metadata: bool = True
     producer_linger_ms: int = Field(default=5, ge=0)
     max_poll_records: int = Field(default=2000, ge=1)
+    # A fetch waits for this many bytes or fetch_max_wait_ms, whichever comes first. Fuller
+    # fetches cost the broker and the worker less per record, at up to the wait in latency.
+    fetch_min_bytes: int = Field(default=1, ge=1)
+    fetch_max_wait_ms: int = Field(default=100, ge=0)
 
 
 class TopicSettings(_Section):
