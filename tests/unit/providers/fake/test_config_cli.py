@@ -76,3 +76,10 @@ def test_bad_flags_say_why_without_secrets(argv):
     with pytest.raises(ValueError, match=r"error-mix|--basic|choose one") as info:
         parse(*argv)
     assert "s3cr3t" not in str(info.value)
+
+
+def test_event_loop_defaults_to_uvloop_and_can_be_the_standard_one():
+    assert build_parser().parse_args([]).event_loop == "uvloop"
+    assert build_parser().parse_args(["--event-loop", "asyncio"]).event_loop == "asyncio"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--event-loop", "trio"])
