@@ -21,6 +21,7 @@ from streams.cli.dev_cmd import DEMO_API_KEY, worker_env
 from streams.cli.processes import scratch_dir, start_fake_provider, start_worker, wait_worker_ready
 from streams.cli.ratelimit import collect_results, limit_figures
 from streams.cli.throughput import (
+    MachineCpu,
     RunFigure,
     interleave,
     median_rate,
@@ -28,7 +29,7 @@ from streams.cli.throughput import (
     run_direct,
     run_pipeline,
 )
-from streams.settings import KafkaSettings, Settings, TopicSettings
+from streams.settings import KafkaSettings, ProviderSettings, Settings, TopicSettings
 
 BenchBootstrap = Annotated[
     str | None,
@@ -70,6 +71,16 @@ def throughput(
         list[int] | None,
         typer.Option("--latency-ms", help="Provider latencies to measure (repeatable)."),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=8,
+            help="Worker processes in the pipeline's consumer group (one per core scales "
+            "a CPU-bound worker; the direct client stays one process).",
+        ),
+    ] = 1,
     bootstrap: BenchBootstrap = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -81,11 +92,22 @@ def throughput(
     latencies = latency or [0, 50]
     summary: list[dict[str, float | int | None]] = []
     with scratch_dir("callstream-bench-") as tmp, _broker(bootstrap) as servers:
-        console.print(f"broker {servers}; {requests} requests x {rounds} rounds per variant")
+        console.print(
+            f"broker {servers}; {requests} requests x {rounds} rounds per variant; "
+            f"{workers} worker process(es)"
+        )
         for latency_ms in latencies:
             concurrency = CONCURRENCY_BY_LATENCY.get(latency_ms, 200)
             directs, pipelines = _measure(
-                tmp, servers, latency_ms, concurrency, requests, rounds, console, event_loop
+                tmp,
+                servers,
+                latency_ms,
+                concurrency,
+                requests,
+                rounds,
+                console,
+                event_loop,
+                workers,
             )
             direct_rate, pipeline_rate = median_rate(directs), median_rate(pipelines)
             cpu = [f.cpu_ms_per_request for f in pipelines if f.cpu_ms_per_request is not None]
@@ -93,12 +115,15 @@ def throughput(
                 {
                     "latency_ms": latency_ms,
                     "concurrency": concurrency,
+                    "workers": workers,
                     "direct_req_s": round(direct_rate, 1),
                     "pipeline_req_s": round(pipeline_rate, 1),
                     "ratio": round(pipeline_rate / direct_rate, 3),
                     "worker_cpu_ms_per_request": round(sorted(cpu)[len(cpu) // 2], 3)
                     if cpu
                     else None,
+                    "direct_machine_busy": _median_busy(directs),
+                    "pipeline_machine_busy": _median_busy(pipelines),
                 }
             )
     _print_summary(console, summary)
@@ -135,8 +160,12 @@ def _measure(
     rounds: int,
     console: Console,
     event_loop: str,
+    workers: int,
 ) -> tuple[list[RunFigure], list[RunFigure]]:
     fake = start_fake_provider(tmp, "--latency-ms", str(latency_ms), "--api-key", DEMO_API_KEY)
+    # One limit key lives on one partition, so on one worker: with several workers the fake
+    # provider's limit is split into shards, which spread its requests over the partitions.
+    shards = 1 if workers == 1 else 6 * workers
     app_id = f"bench-{latency_ms}ms"
     topics = TopicSettings(
         requests=f"{app_id}.requests", results=f"{app_id}.results", dead_letters=f"{app_id}.dlq"
@@ -147,25 +176,46 @@ def _measure(
         tmp,
         app_id,
         topics,
-        CALLSTREAM_CALLER__MAX_IN_FLIGHT=str(concurrency),
+        # Each worker process takes its share of the in-flight budget.
+        CALLSTREAM_CALLER__MAX_IN_FLIGHT=str(max(1, concurrency // workers)),
         CALLSTREAM_CALLER__EVENT_LOOP=event_loop,
+        CALLSTREAM_PROVIDERS__FAKE__SHARDS=str(shards),
     )
-    worker = start_worker(tmp, env, name=f"worker-{latency_ms}ms")
+    children = [
+        start_worker(
+            tmp,
+            {**env, "CALLSTREAM_DATA_DIR": str(tmp / f"worker-{latency_ms}ms-{index}")},
+            name=f"worker-{latency_ms}ms-{index}",
+        )
+        for index in range(workers)
+    ]
+    pids = [child.process.pid for child in children]
     try:
-        wait_worker_ready(worker, timeout_s=90)
-        settings = Settings(kafka=KafkaSettings(bootstrap_servers=servers), topics=topics)
+        for child in children:
+            wait_worker_ready(child, timeout_s=90)
+        settings = Settings(
+            kafka=KafkaSettings(bootstrap_servers=servers),
+            topics=topics,
+            providers={"fake": ProviderSettings(shards=shards)},
+        )
         run(run_pipeline(settings, 200, "warmup"))  # connections, metadata, JIT-free warm-up
         counter = iter(range(1_000_000))
 
         def direct() -> RunFigure:
+            machine = MachineCpu()
             seconds = run(run_direct(fake.url, DEMO_API_KEY, requests, concurrency))
-            return RunFigure("direct aiohttp", latency_ms, requests, seconds)
+            return RunFigure(
+                "direct aiohttp", latency_ms, requests, seconds, machine_busy=machine.busy()
+            )
 
         def pipeline() -> RunFigure:
-            cpu_before = process_cpu_s(worker.process.pid)
+            machine = MachineCpu()
+            cpu_before = sum(map(process_cpu_s, pids))
             seconds = run(run_pipeline(settings, requests, f"run{next(counter)}"))
-            cpu = process_cpu_s(worker.process.pid) - cpu_before
-            return RunFigure("pipeline", latency_ms, requests, seconds, cpu)
+            cpu = sum(map(process_cpu_s, pids)) - cpu_before
+            return RunFigure(
+                "pipeline", latency_ms, requests, seconds, cpu, machine_busy=machine.busy()
+            )
 
         def report(figure: RunFigure) -> None:
             cpu = (
@@ -173,35 +223,59 @@ def _measure(
                 if figure.cpu_ms_per_request is not None
                 else ""
             )
+            busy = (
+                f", machine {figure.machine_busy:.0%} busy"
+                if figure.machine_busy is not None
+                else ""
+            )
             console.print(
-                f"  {latency_ms:>3} ms  {figure.variant:<15} {figure.rate:8.0f} req/s{cpu}"
+                f"  {latency_ms:>3} ms  {figure.variant:<15} {figure.rate:8.0f} req/s{cpu}{busy}"
             )
 
         return interleave(rounds, direct, pipeline, report)
     finally:
-        worker.stop()
+        for child in children:
+            child.stop()
         fake.stop()
 
 
+def _median_busy(figures: list[RunFigure]) -> float | None:
+    busy = sorted(f.machine_busy for f in figures if f.machine_busy is not None)
+    return round(busy[len(busy) // 2], 3) if busy else None
+
+
+def _percent(share: float | int | None) -> str:
+    return "-" if share is None else f"{share:.0%}"
+
+
 def _print_summary(console: Console, summary: list[dict[str, float | int | None]]) -> None:
-    table = Table(title="throughput: pipeline vs direct aiohttp client (medians)")
+    table = Table(
+        title="throughput in req/s: pipeline vs direct aiohttp client (medians)",
+        caption="ms/req: worker CPU per request; busy d/p: share of all cores busy "
+        "during the direct and the pipeline runs",
+    )
+    # Short headers: the table must fit an 80-column terminal or a CI log.
     for column in (
-        "provider latency",
+        "latency",
         "in flight",
-        "direct req/s",
-        "pipeline req/s",
+        "workers",
+        "direct",
+        "pipeline",
         "ratio",
-        "worker CPU ms/req",
+        "ms/req",
+        "busy d/p",
     ):
         table.add_column(column, justify="right")
     for row in summary:
         table.add_row(
             f"{row['latency_ms']} ms",
             str(row["concurrency"]),
+            str(row["workers"]),
             f"{row['direct_req_s']:.0f}",
             f"{row['pipeline_req_s']:.0f}",
             f"{row['ratio']:.2f}",
             str(row["worker_cpu_ms_per_request"]),
+            f"{_percent(row['direct_machine_busy'])}/{_percent(row['pipeline_machine_busy'])}",
         )
     console.print(table)
 

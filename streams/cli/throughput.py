@@ -29,6 +29,9 @@ class RunFigure:
     requests: int
     seconds: float
     cpu_s: float | None = None
+    # Share of all the machine's cores busy during the run: near 1.0, the run was bound by
+    # the machine (every process on it), not by the variant's own design.
+    machine_busy: float | None = None
 
     @property
     def rate(self) -> float:
@@ -45,6 +48,30 @@ def process_cpu_s(pid: int) -> float:
         fields = stat.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+class MachineCpu:
+    """Busy share of all cores from now until :meth:`busy` (from /proc/stat; Linux)."""
+
+    def __init__(self) -> None:
+        self._start = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as stat:
+                fields = [int(value) for value in stat.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    def busy(self) -> float | None:
+        end = self._read()
+        if self._start is None or end is None or end[0] == self._start[0]:
+            return None
+        total = end[0] - self._start[0]
+        return 1.0 - (end[1] - self._start[1]) / total
 
 
 async def run_direct(url: str, api_key: str, count: int, concurrency: int) -> float:

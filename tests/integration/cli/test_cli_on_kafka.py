@@ -103,6 +103,8 @@ def test_bench_throughput_prints_figures(kafka_bootstrap):
         "1",
         "--latency-ms",
         "50",
+        "--workers",
+        "2",
         "--bootstrap",
         kafka_bootstrap,
         "--json",
@@ -115,3 +117,6 @@ def test_bench_throughput_prints_figures(kafka_bootstrap):
     assert figures["ratio"] == pytest.approx(
         figures["pipeline_req_s"] / figures["direct_req_s"], rel=0.01
     )
+    assert figures["workers"] == 2
+    for variant in ("direct", "pipeline"):
+        assert 0.0 < figures[f"{variant}_machine_busy"] <= 1.0

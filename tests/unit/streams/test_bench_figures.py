@@ -1,0 +1,33 @@
+"""The figures `callstream bench throughput` prints are computed right."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from streams.cli.throughput import MachineCpu, RunFigure, median_rate, process_cpu_s
+
+
+def test_rate_and_cpu_per_request() -> None:
+    figure = RunFigure("pipeline", 50, requests=2000, seconds=4.0, cpu_s=1.0)
+    assert figure.rate == 500.0
+    assert figure.cpu_ms_per_request == 0.5
+    assert RunFigure("direct", 50, 10, 1.0).cpu_ms_per_request is None
+
+
+def test_median_rate_of_interleaved_runs() -> None:
+    runs = [RunFigure("d", 0, 100, s) for s in (1.0, 2.0, 4.0)]
+    assert median_rate(runs) == 50.0
+
+
+def test_machine_busy_share_rises_while_this_process_spins() -> None:
+    machine = MachineCpu()
+    spent_before = process_cpu_s(os.getpid())
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:
+        pass
+    busy = machine.busy()
+    assert busy is not None
+    # One core of this machine's cores was busy spinning the whole time, at the least.
+    assert 1 / (os.cpu_count() or 1) * 0.5 <= busy <= 1.0
+    assert process_cpu_s(os.getpid()) > spent_before
