@@ -6,7 +6,16 @@ from typing import Any
 
 from aiokafka.helpers import create_ssl_context
 
+from streams.errors import BrokerUnavailable
 from streams.settings import KafkaSettings
+
+
+def broker_unavailable(kafka: KafkaSettings, exc: BaseException) -> BrokerUnavailable:
+    """The one-line error for a client that could not bootstrap (raise it ``from None``)."""
+    return BrokerUnavailable(
+        f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc!r}. Operator action: start a "
+        "broker (`callstream broker start`) or set CALLSTREAM_KAFKA__BOOTSTRAP_SERVERS."
+    )
 
 
 def client_options(kafka: KafkaSettings) -> dict[str, Any]:

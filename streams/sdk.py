@@ -21,13 +21,15 @@ from types import TracebackType
 from typing import Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 
 from schemas.codec import Codecs
 from schemas.errors import DecodeError
 from schemas.keys import request_limit_key
 from schemas.models import DeadLetterEvent, RequestEvent, ResultEvent
-from streams.kafka import client_options, producer_options
-from streams.settings import Settings
+from streams.kafka import broker_unavailable, client_options, producer_options
+from streams.logs import quiet
+from streams.settings import KafkaSettings, Settings
 
 
 class SeenIds:
@@ -64,8 +66,14 @@ class CallstreamClient:
         self._producer: AIOKafkaProducer | None = None
 
     async def __aenter__(self) -> Self:
-        self._producer = AIOKafkaProducer(**producer_options(self._settings.kafka))
-        await self._producer.start()
+        """Connect the producer.
+
+        Raises:
+            BrokerUnavailable: no broker answers at the bootstrap servers.
+        """
+        producer = AIOKafkaProducer(**producer_options(self._settings.kafka))
+        await _start(producer, self._settings.kafka)
+        self._producer = producer
         return self
 
     async def __aexit__(
@@ -180,9 +188,10 @@ class TopicReader:
             auto_offset_reset="earliest" if from_beginning else "latest",
         )
         self._from_beginning = from_beginning
+        self._kafka = settings.kafka
 
     async def __aenter__(self) -> Self:
-        await self._consumer.start()
+        await _start(self._consumer, self._kafka)
         if not self._from_beginning:
             # Resolve "the end" now, so records published after entry are never missed.
             await self._consumer.seek_to_end()
@@ -215,3 +224,14 @@ class TopicReader:
                 continue
             if seen.add(event.request_id):
                 yield event
+
+
+async def _start(client: AIOKafkaProducer | AIOKafkaConsumer, kafka: KafkaSettings) -> None:
+    """Start an aiokafka client; an unreachable cluster becomes one clear error, and the
+    half-started client is closed (aiokafka warns about it otherwise)."""
+    try:
+        with quiet("aiokafka"):  # it logs the failed connect itself; we say it once
+            await client.start()
+    except KafkaConnectionError as exc:
+        await client.stop()
+        raise broker_unavailable(kafka, exc) from None

@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streams.errors import ConfigurationError
-from streams.kafka import client_options
+from streams.kafka import broker_unavailable, client_options
 from streams.settings import KafkaSettings, TopicSettings
 
 log = logging.getLogger(__name__)
@@ -56,11 +56,7 @@ async def ensure_topics(kafka: KafkaSettings, specs: list[TopicSpec], *, create:
     try:
         await admin.start()
     except KafkaError as exc:
-        raise ConfigurationError(
-            f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc!r}. "
-            "Operator action: start a broker (`callstream broker start`) or set "
-            "CALLSTREAM_KAFKA__BOOTSTRAP_SERVERS."
-        ) from None
+        raise broker_unavailable(kafka, exc) from None
     try:
         existing = set(await admin.list_topics())
         missing = [spec for spec in specs if spec.name not in existing]

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -60,18 +59,6 @@ def configure_logging(level: str) -> None:
     logging.getLogger("aiokafka").setLevel(
         max(logging.WARNING, logging.getLevelName(level.upper()))
     )
-
-
-@contextlib.contextmanager
-def quiet(logger_name: str) -> Iterator[None]:
-    """Silence a library's own error lines while our code reports the failure in one line."""
-    logger = logging.getLogger(logger_name)
-    previous = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(previous)
 
 
 def use_event_loop(kind: str) -> None:

@@ -27,12 +27,12 @@ from streams.app import PipelineApp, create_app
 from streams.cli.common import (
     BootstrapOption,
     ConfigOption,
-    quiet,
     run,
     settings_from,
     use_event_loop,
 )
 from streams.errors import ConfigurationError
+from streams.logs import quiet
 from streams.metrics import Metrics
 from streams.routing import PartitionRouter
 from streams.settings import ProviderSettings, Settings

@@ -14,7 +14,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from streams.errors import ConfigurationError
-from streams.kafka import client_options
+from streams.kafka import broker_unavailable, client_options
 from streams.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -125,10 +125,7 @@ async def _admin(kafka: KafkaSettings) -> AsyncIterator[Any]:
         await admin.start()
     except KafkaError as exc:
         await admin.close()
-        raise ConfigurationError(
-            f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc!r}. "
-            "Operator action: start a broker or set CALLSTREAM_KAFKA__BOOTSTRAP_SERVERS."
-        ) from None
+        raise broker_unavailable(kafka, exc) from None
     try:
         yield admin
     finally:

@@ -25,6 +25,12 @@ from streams.__main__ import main
         ),
         (["worker", "--config", "/nonexistent.toml"], {}, "config file not found"),
         (["worker"], {"CALLSTREAM_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}, "cannot reach Kafka"),
+        (
+            ["publish", "--provider", "p", "--operation", "o", "--bootstrap", "127.0.0.1:1"],
+            {},
+            "cannot reach Kafka at 127.0.0.1:1",
+        ),
+        (["results", "tail", "--bootstrap", "127.0.0.1:1"], {}, "cannot reach Kafka"),
         (["broker", "start", "--kind", "zookeeper"], {}, "--kind"),
     ],
 )
