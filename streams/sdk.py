@@ -30,6 +30,7 @@ from schemas.models import DeadLetterEvent, RequestEvent, ResultEvent
 from streams.kafka import broker_unavailable, client_options, producer_options
 from streams.logs import quiet
 from streams.settings import KafkaSettings, Settings
+from streams.topics import ensure_topics, pipeline_topics
 
 
 class SeenIds:
@@ -60,17 +61,32 @@ def limit_key_of(request: RequestEvent, shards: int = 1) -> bytes:
 class CallstreamClient:
     """Publishes requests and reads outcomes; one producer, consumers made per call."""
 
-    def __init__(self, settings: Settings, codecs: Codecs | None = None) -> None:
+    def __init__(
+        self, settings: Settings, codecs: Codecs | None = None, *, ensure_topics: bool = True
+    ) -> None:
+        """Args:
+        settings: brokers and topic names.
+        codecs: the event codecs; the default Avro ones when None.
+        ensure_topics: check (and, with ``topics.create``, create) the pipeline's topics on
+            entry. A publish to a missing topic would otherwise let the broker auto-create it
+            with its default partition count (often 1), and every later worker would be
+            stuck with it.
+        """
         self._settings = settings
         self._codecs = codecs or Codecs()
+        self._ensure_topics = ensure_topics
         self._producer: AIOKafkaProducer | None = None
 
     async def __aenter__(self) -> Self:
-        """Connect the producer.
+        """Connect the producer (after making sure the topics exist, unless told not to).
 
         Raises:
             BrokerUnavailable: no broker answers at the bootstrap servers.
+            ConfigurationError: a topic is missing and may not be created.
         """
+        if self._ensure_topics:
+            topics = self._settings.topics
+            await ensure_topics(self._settings.kafka, pipeline_topics(topics), create=topics.create)
         producer = AIOKafkaProducer(**producer_options(self._settings.kafka))
         await _start(producer, self._settings.kafka)
         self._producer = producer

@@ -120,3 +120,29 @@ def test_bench_throughput_prints_figures(kafka_bootstrap):
     assert figures["workers"] == 2
     for variant in ("direct", "pipeline"):
         assert 0.0 < figures[f"{variant}_machine_busy"] <= 1.0
+
+
+def test_publish_before_any_worker_creates_the_topics_with_their_partitions(settings):
+    """Without this, the broker would auto-create the requests topic on the first publish with
+    its own default partition count, and every worker after would be stuck with it."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    env = {**topic_env(settings), "CALLSTREAM_TOPICS__PARTITIONS": "5"}
+    published = callstream(
+        "publish", "--provider", "fake", "--operation", "get_item", "-p", "item_id=1", env=env
+    )
+    assert published.returncode == 0, published.stderr
+
+    async def partitions() -> dict[str, int]:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+        await producer.start()
+        try:
+            names = (settings.topics.requests, settings.topics.results, settings.topics.dead_letters)
+            return {name: len(await producer.partitions_for(name)) for name in names}
+        finally:
+            await producer.stop()
+
+    counts = asyncio.run(partitions())
+    assert counts == dict.fromkeys(counts, 5), counts
