@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from streams.cli.dlq_cmd import dlq_app
 from streams.cli.publish_cmd import publish
 from streams.cli.results_cmd import results_app
 from streams.errors import CallstreamError
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 app.command("publish")(publish)
 app.add_typer(results_app, name="results")
+app.add_typer(dlq_app, name="dlq")
 
 
 def _register_optional_commands() -> None:

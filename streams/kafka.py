@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.helpers import create_ssl_context
 
 from streams.errors import BrokerUnavailable
+from streams.logs import quiet
 from streams.settings import KafkaSettings
 
 
@@ -62,3 +65,18 @@ def consumer_options(kafka: KafkaSettings, *, group_id: str) -> dict[str, Any]:
         "fetch_min_bytes": kafka.fetch_min_bytes,
         "fetch_max_wait_ms": kafka.fetch_max_wait_ms,
     }
+
+
+async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer, kafka: KafkaSettings) -> None:
+    """Start an aiokafka client; an unreachable cluster becomes one clear error, and the
+    half-started client is closed (aiokafka warns about it otherwise).
+
+    Raises:
+        BrokerUnavailable: no broker answers at the bootstrap servers.
+    """
+    try:
+        with quiet("aiokafka"):  # it logs the failed connect itself; we say it once
+            await client.start()
+    except KafkaConnectionError as exc:
+        await client.stop()
+        raise broker_unavailable(kafka, exc) from None

@@ -21,15 +21,13 @@ from types import TracebackType
 from typing import Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError
 
 from schemas.codec import Codecs
 from schemas.errors import DecodeError
 from schemas.keys import request_limit_key
 from schemas.models import DeadLetterEvent, RequestEvent, ResultEvent
-from streams.kafka import broker_unavailable, client_options, producer_options
-from streams.logs import quiet
-from streams.settings import KafkaSettings, Settings
+from streams.kafka import client_options, producer_options, start_client
+from streams.settings import Settings
 from streams.topics import ensure_topics, pipeline_topics
 
 
@@ -88,7 +86,7 @@ class CallstreamClient:
             topics = self._settings.topics
             await ensure_topics(self._settings.kafka, pipeline_topics(topics), create=topics.create)
         producer = AIOKafkaProducer(**producer_options(self._settings.kafka))
-        await _start(producer, self._settings.kafka)
+        await start_client(producer, self._settings.kafka)
         self._producer = producer
         return self
 
@@ -207,7 +205,7 @@ class TopicReader:
         self._kafka = settings.kafka
 
     async def __aenter__(self) -> Self:
-        await _start(self._consumer, self._kafka)
+        await start_client(self._consumer, self._kafka)
         if not self._from_beginning:
             # Resolve "the end" now, so records published after entry are never missed.
             await self._consumer.seek_to_end()
@@ -240,14 +238,3 @@ class TopicReader:
                 continue
             if seen.add(event.request_id):
                 yield event
-
-
-async def _start(client: AIOKafkaProducer | AIOKafkaConsumer, kafka: KafkaSettings) -> None:
-    """Start an aiokafka client; an unreachable cluster becomes one clear error, and the
-    half-started client is closed (aiokafka warns about it otherwise)."""
-    try:
-        with quiet("aiokafka"):  # it logs the failed connect itself; we say it once
-            await client.start()
-    except KafkaConnectionError as exc:
-        await client.stop()
-        raise broker_unavailable(kafka, exc) from None

@@ -139,7 +139,8 @@ def test_publish_before_any_worker_creates_the_topics_with_their_partitions(sett
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
         await producer.start()
         try:
-            names = (settings.topics.requests, settings.topics.results, settings.topics.dead_letters)
+            topics = settings.topics
+            names = (topics.requests, topics.results, topics.dead_letters)
             return {name: len(await producer.partitions_for(name)) for name in names}
         finally:
             await producer.stop()
