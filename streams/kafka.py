@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.helpers import create_ssl_context
 
 from streams.errors import BrokerUnavailable
@@ -80,3 +83,22 @@ async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer, kafka: Kafka
     except KafkaConnectionError as exc:
         await client.stop()
         raise broker_unavailable(kafka, exc) from None
+
+
+@contextlib.asynccontextmanager
+async def admin_client(kafka: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client, closed on exit.
+
+    Raises:
+        BrokerUnavailable: no broker answers at the bootstrap servers.
+    """
+    admin = AIOKafkaAdminClient(**client_options(kafka), request_timeout_ms=15_000)
+    try:
+        await admin.start()
+    except KafkaError as exc:
+        await admin.close()
+        raise broker_unavailable(kafka, exc) from None
+    try:
+        yield admin
+    finally:
+        await admin.close()

@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from schemas.codec import Codecs
 from schemas.errors import DecodeError
 from schemas.models import DeadLetterEvent, RequestEvent
 from streams.errors import CallstreamError, ConfigurationError, PublishError
-from streams.kafka import broker_unavailable, client_options, consumer_options, start_client
+from streams.kafka import admin_client, client_options, consumer_options, start_client
 from streams.sdk import CallstreamClient, SeenIds
 from streams.settings import KafkaSettings, Settings
 
@@ -404,16 +403,8 @@ async def _partition_counts(kafka: KafkaSettings, topics: list[str]) -> dict[str
     Without names, describe_topics() lists every topic; a metadata request naming a missing
     topic would make a broker with ``auto.create.topics.enable`` create it with defaults.
     """
-    admin = AIOKafkaAdminClient(**client_options(kafka), request_timeout_ms=15_000)
-    try:
-        await admin.start()
-    except KafkaError as exc:
-        await admin.close()
-        raise broker_unavailable(kafka, exc) from None
-    try:
+    async with admin_client(kafka) as admin:
         described = await admin.describe_topics()
-    finally:
-        await admin.close()
     counts = {entry["topic"]: len(entry["partitions"]) for entry in described}
     missing = [topic for topic in topics if topic not in counts]
     if missing:

@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streams.errors import ConfigurationError
-from streams.kafka import broker_unavailable, client_options
+from streams.kafka import admin_client
 from streams.settings import KafkaSettings, TopicSettings
 
 log = logging.getLogger(__name__)
@@ -52,12 +52,7 @@ async def ensure_topics(kafka: KafkaSettings, specs: list[TopicSpec], *, create:
     Raises:
         ConfigurationError: a topic is missing and may not be created, or creation failed.
     """
-    admin = AIOKafkaAdminClient(**client_options(kafka), request_timeout_ms=15_000)
-    try:
-        await admin.start()
-    except KafkaError as exc:
-        raise broker_unavailable(kafka, exc) from None
-    try:
+    async with admin_client(kafka) as admin:
         existing = set(await admin.list_topics())
         missing = [spec for spec in specs if spec.name not in existing]
         if missing and not create:
@@ -68,8 +63,6 @@ async def ensure_topics(kafka: KafkaSettings, specs: list[TopicSpec], *, create:
             )
         for spec in missing:
             await _create(admin, spec)
-    finally:
-        await admin.close()
 
 
 async def _create(admin: AIOKafkaAdminClient, spec: TopicSpec) -> None:

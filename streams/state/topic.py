@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from streams.errors import ConfigurationError
-from streams.kafka import broker_unavailable, client_options
+from streams.kafka import admin_client
 from streams.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -45,7 +43,7 @@ async def ensure_changelog_topic(
         replication_factor=replication_factor,
         topic_configs={"cleanup.policy": "compact"},
     )
-    async with _admin(kafka) as admin:
+    async with admin_client(kafka) as admin:
         response = await admin.create_topics([new_topic])
         error = _topic_error(response.to_object(), topic)
         if error is None:
@@ -59,7 +57,7 @@ async def ensure_changelog_topic(
 
 async def changelog_partitions(kafka: KafkaSettings, topic: str) -> int | None:
     """The partition count of ``topic``, or ``None`` if it does not exist (never creates it)."""
-    async with _admin(kafka) as admin:
+    async with admin_client(kafka) as admin:
         return await _partition_count(admin, topic)
 
 
@@ -116,17 +114,3 @@ def _topic_error(response: dict[str, Any], topic: str) -> KafkaError | None:
             error: KafkaError = for_code(entry["error_code"])(entry["error_message"])
             return error
     return None
-
-
-@asynccontextmanager
-async def _admin(kafka: KafkaSettings) -> AsyncIterator[Any]:
-    admin = AIOKafkaAdminClient(**client_options(kafka), request_timeout_ms=15_000)
-    try:
-        await admin.start()
-    except KafkaError as exc:
-        await admin.close()
-        raise broker_unavailable(kafka, exc) from None
-    try:
-        yield admin
-    finally:
-        await admin.close()
