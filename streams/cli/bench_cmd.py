@@ -6,7 +6,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -110,7 +110,6 @@ def throughput(
                 workers,
             )
             direct_rate, pipeline_rate = median_rate(directs), median_rate(pipelines)
-            cpu = [f.cpu_ms_per_request for f in pipelines if f.cpu_ms_per_request is not None]
             summary.append(
                 {
                     "latency_ms": latency_ms,
@@ -119,11 +118,9 @@ def throughput(
                     "direct_req_s": round(direct_rate, 1),
                     "pipeline_req_s": round(pipeline_rate, 1),
                     "ratio": round(pipeline_rate / direct_rate, 3),
-                    "worker_cpu_ms_per_request": round(sorted(cpu)[len(cpu) // 2], 3)
-                    if cpu
-                    else None,
-                    "direct_machine_busy": _median_busy(directs),
-                    "pipeline_machine_busy": _median_busy(pipelines),
+                    "worker_cpu_ms_per_request": _median(f.cpu_ms_per_request for f in pipelines),
+                    "direct_machine_busy": _median(f.machine_busy for f in directs),
+                    "pipeline_machine_busy": _median(f.machine_busy for f in pipelines),
                 }
             )
     _print_summary(console, summary)
@@ -239,9 +236,10 @@ def _measure(
         fake.stop()
 
 
-def _median_busy(figures: list[RunFigure]) -> float | None:
-    busy = sorted(f.machine_busy for f in figures if f.machine_busy is not None)
-    return round(busy[len(busy) // 2], 3) if busy else None
+def _median(values: Iterable[float | None]) -> float | None:
+    """The (upper) median of the values measured, to 3 decimals; None if none was."""
+    known = sorted(value for value in values if value is not None)
+    return round(known[len(known) // 2], 3) if known else None
 
 
 def _percent(share: float | int | None) -> str:
