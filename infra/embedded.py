@@ -78,6 +78,12 @@ class EmbeddedBroker:
         return f"{LOOPBACK}:{self._port}"
 
     @property
+    def pids(self) -> tuple[int, ...]:
+        if self._process is None or self._process.poll() is not None:
+            return ()
+        return (self._process.pid,)
+
+    @property
     def log_path(self) -> Path:
         """Tansu's stdout and stderr, in a temporary dir that `stop()` removes."""
         if self._log_dir is None:

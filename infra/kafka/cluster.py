@@ -95,6 +95,10 @@ class KafkaCluster:
             raise RuntimeError("the cluster has not been started")
         return ",".join(node.address.bootstrap for node in self._nodes)
 
+    @property
+    def pids(self) -> tuple[int, ...]:
+        return tuple(node.process.pid for node in self._nodes if node.process and node.is_running())
+
     def start(self) -> Self:
         """Write configs, format storage, launch every node and wait until all of them answer.
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -21,11 +23,12 @@ from streams.cli.dev_cmd import DEMO_API_KEY, worker_env
 from streams.cli.processes import scratch_dir, start_fake_provider, start_worker, wait_worker_ready
 from streams.cli.ratelimit import collect_results, limit_figures
 from streams.cli.throughput import (
+    CPU_ROLES,
     MachineCpu,
+    ProcessCpu,
     RunFigure,
     interleave,
     median_rate,
-    process_cpu_s,
     run_direct,
     run_pipeline,
 )
@@ -43,14 +46,21 @@ bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=T
 CONCURRENCY_BY_LATENCY = {0: 100, 50: 200}
 
 
+@dataclass(frozen=True)
+class _BenchBroker:
+    servers: str
+    # Empty for a broker given with --bootstrap: its CPU is not ours to measure.
+    pids: tuple[int, ...] = ()
+
+
 @contextlib.contextmanager
-def _broker(bootstrap: str | None) -> Iterator[str]:
+def _broker(bootstrap: str | None) -> Iterator[_BenchBroker]:
     if bootstrap:
-        yield bootstrap
+        yield _BenchBroker(bootstrap)
         return
     broker = start_broker("kafka")
     try:
-        yield broker.bootstrap_servers
+        yield _BenchBroker(broker.bootstrap_servers, broker.pids)
     finally:
         broker.stop()
 
@@ -90,17 +100,17 @@ def throughput(
         raise typer.BadParameter("uvloop or asyncio", param_hint="--event-loop")
     use_event_loop(event_loop)
     latencies = latency or [0, 50]
-    summary: list[dict[str, float | int | None]] = []
-    with scratch_dir("callstream-bench-") as tmp, _broker(bootstrap) as servers:
+    summary: list[dict[str, Any]] = []
+    with scratch_dir("callstream-bench-") as tmp, _broker(bootstrap) as broker:
         console.print(
-            f"broker {servers}; {requests} requests x {rounds} rounds per variant; "
+            f"broker {broker.servers}; {requests} requests x {rounds} rounds per variant; "
             f"{workers} worker process(es)"
         )
         for latency_ms in latencies:
             concurrency = CONCURRENCY_BY_LATENCY.get(latency_ms, 200)
             directs, pipelines = _measure(
                 tmp,
-                servers,
+                broker,
                 latency_ms,
                 concurrency,
                 requests,
@@ -118,7 +128,17 @@ def throughput(
                     "direct_req_s": round(direct_rate, 1),
                     "pipeline_req_s": round(pipeline_rate, 1),
                     "ratio": round(pipeline_rate / direct_rate, 3),
-                    "worker_cpu_ms_per_request": _median(f.cpu_ms_per_request for f in pipelines),
+                    "worker_cpu_ms_per_request": _median(
+                        f.cpu_ms_per_request("worker") for f in pipelines
+                    ),
+                    "cpu_ms_per_request": {
+                        variant: {
+                            role: _median(f.cpu_ms_per_request(role) for f in figures)
+                            for role in CPU_ROLES
+                        }
+                        | {"total": _median(f.total_cpu_ms_per_request for f in figures)}
+                        for variant, figures in (("direct", directs), ("pipeline", pipelines))
+                    },
                     "direct_machine_busy": _median(f.machine_busy for f in directs),
                     "pipeline_machine_busy": _median(f.machine_busy for f in pipelines),
                 }
@@ -150,7 +170,7 @@ def _bench_worker_env(
 
 def _measure(
     tmp: Path,
-    servers: str,
+    broker: _BenchBroker,
     latency_ms: int,
     concurrency: int,
     requests: int,
@@ -167,6 +187,7 @@ def _measure(
     topics = TopicSettings(
         requests=f"{app_id}.requests", results=f"{app_id}.results", dead_letters=f"{app_id}.dlq"
     )
+    servers = broker.servers
     env = _bench_worker_env(
         servers,
         fake.url,
@@ -198,28 +219,33 @@ def _measure(
         run(run_pipeline(settings, 200, "warmup"))  # connections, metadata, JIT-free warm-up
         counter = iter(range(1_000_000))
 
+        provider_and_client = {"provider": [fake.process.pid], "client": [os.getpid()]}
+
         def direct() -> RunFigure:
-            machine = MachineCpu()
+            machine, cpu = MachineCpu(), ProcessCpu(provider_and_client)
             seconds = run(run_direct(fake.url, DEMO_API_KEY, requests, concurrency))
             return RunFigure(
-                "direct aiohttp", latency_ms, requests, seconds, machine_busy=machine.busy()
+                "direct aiohttp",
+                latency_ms,
+                requests,
+                seconds,
+                cpu.spent(),
+                machine_busy=machine.busy(),
             )
 
         def pipeline() -> RunFigure:
             machine = MachineCpu()
-            cpu_before = sum(map(process_cpu_s, pids))
+            cpu = ProcessCpu({"worker": pids, "broker": broker.pids, **provider_and_client})
             seconds = run(run_pipeline(settings, requests, f"run{next(counter)}"))
-            cpu = sum(map(process_cpu_s, pids)) - cpu_before
             return RunFigure(
-                "pipeline", latency_ms, requests, seconds, cpu, machine_busy=machine.busy()
+                "pipeline", latency_ms, requests, seconds, cpu.spent(), machine_busy=machine.busy()
             )
 
         def report(figure: RunFigure) -> None:
-            cpu = (
-                f", worker CPU {figure.cpu_ms_per_request:.3f} ms/request"
-                if figure.cpu_ms_per_request is not None
-                else ""
-            )
+            worker = figure.cpu_ms_per_request("worker")
+            total = figure.total_cpu_ms_per_request
+            cpu = f", worker CPU {worker:.3f} ms/request" if worker is not None else ""
+            cpu += f", all CPU {total:.3f} ms/request" if total is not None else ""
             busy = (
                 f", machine {figure.machine_busy:.0%} busy"
                 if figure.machine_busy is not None
@@ -246,7 +272,7 @@ def _percent(share: float | int | None) -> str:
     return "-" if share is None else f"{share:.0%}"
 
 
-def _print_summary(console: Console, summary: list[dict[str, float | int | None]]) -> None:
+def _print_summary(console: Console, summary: list[dict[str, Any]]) -> None:
     table = Table(
         title="throughput in req/s: pipeline vs direct aiohttp client (medians)",
         caption="ms/req: worker CPU per request; busy d/p: share of all cores busy "
@@ -276,6 +302,26 @@ def _print_summary(console: Console, summary: list[dict[str, float | int | None]
             f"{_percent(row['direct_machine_busy'])}/{_percent(row['pipeline_machine_busy'])}",
         )
     console.print(table)
+    # Where the CPU goes: on a machine both variants saturate, the ratio of throughputs is
+    # about the inverse ratio of these totals.
+    cpu_table = Table(
+        title="CPU ms per request, by process (medians)",
+        caption="client: the direct client, or the pipeline's publisher and result reader",
+    )
+    for column in ("latency", "variant", *CPU_ROLES, "total"):
+        cpu_table.add_column(column, justify="right")
+    for row in summary:
+        for variant, by_role in row["cpu_ms_per_request"].items():
+            cpu_table.add_row(
+                f"{row['latency_ms']} ms",
+                variant,
+                *(_ms(by_role[role]) for role in (*CPU_ROLES, "total")),
+            )
+    console.print(cpu_table)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 @bench_app.command("codec")
@@ -296,7 +342,8 @@ def ratelimit(
 ) -> None:
     """Saturate a strictly limited fake provider: utilization, violations and waits."""
     console = Console()
-    with scratch_dir("callstream-bench-") as tmp, _broker(bootstrap) as servers:
+    with scratch_dir("callstream-bench-") as tmp, _broker(bootstrap) as broker:
+        servers = broker.servers
         fake = start_fake_provider(
             tmp,
             "--latency-ms",

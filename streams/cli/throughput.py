@@ -12,14 +12,17 @@ import asyncio
 import os
 import statistics
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import aiohttp
 
 from schemas.models import RequestEvent
 from streams.cli.roundtrip import round_trip
 from streams.settings import Settings
+
+# The processes whose CPU a run measures, by role.
+CPU_ROLES = ("worker", "provider", "broker", "client")
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,9 @@ class RunFigure:
     latency_ms: int
     requests: int
     seconds: float
-    cpu_s: float | None = None
+    # CPU seconds each role's processes spent in the run: "worker", "provider", "broker",
+    # "client" (this process: the direct client, or the pipeline's publisher and reader).
+    cpu_s: Mapping[str, float] = field(default_factory=dict)
     # Share of all the machine's cores busy during the run: near 1.0, the run was bound by
     # the machine (every process on it), not by the variant's own design.
     machine_busy: float | None = None
@@ -37,9 +42,15 @@ class RunFigure:
     def rate(self) -> float:
         return self.requests / self.seconds
 
+    def cpu_ms_per_request(self, role: str) -> float | None:
+        """Milliseconds of CPU per request spent by ``role``; None if it was not measured."""
+        spent = self.cpu_s.get(role)
+        return None if spent is None else spent * 1000 / self.requests
+
     @property
-    def cpu_ms_per_request(self) -> float | None:
-        return None if self.cpu_s is None else self.cpu_s * 1000 / self.requests
+    def total_cpu_ms_per_request(self) -> float | None:
+        """CPU per request over every measured process: what a run costs the machine."""
+        return sum(self.cpu_s.values()) * 1000 / self.requests if self.cpu_s else None
 
 
 def process_cpu_s(pid: int) -> float:
@@ -48,6 +59,21 @@ def process_cpu_s(pid: int) -> float:
         fields = stat.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+class ProcessCpu:
+    """CPU seconds spent by groups of processes, by role, from now until :meth:`spent`."""
+
+    def __init__(self, roles: Mapping[str, Sequence[int]]) -> None:
+        self._roles = {role: tuple(pids) for role, pids in roles.items() if pids}
+        self._start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        return {role: sum(map(process_cpu_s, pids)) for role, pids in self._roles.items()}
+
+    def spent(self) -> dict[str, float]:
+        end = self._read()
+        return {role: end[role] - self._start[role] for role in end}
 
 
 class MachineCpu:

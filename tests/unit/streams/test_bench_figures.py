@@ -5,14 +5,34 @@ from __future__ import annotations
 import os
 import time
 
-from streams.cli.throughput import MachineCpu, RunFigure, median_rate, process_cpu_s
+from streams.cli.throughput import (
+    MachineCpu,
+    ProcessCpu,
+    RunFigure,
+    median_rate,
+    process_cpu_s,
+)
 
 
 def test_rate_and_cpu_per_request() -> None:
-    figure = RunFigure("pipeline", 50, requests=2000, seconds=4.0, cpu_s=1.0)
+    figure = RunFigure(
+        "pipeline", 50, requests=2000, seconds=4.0, cpu_s={"worker": 1.0, "broker": 0.5}
+    )
     assert figure.rate == 500.0
-    assert figure.cpu_ms_per_request == 0.5
-    assert RunFigure("direct", 50, 10, 1.0).cpu_ms_per_request is None
+    assert figure.cpu_ms_per_request("worker") == 0.5
+    assert figure.cpu_ms_per_request("provider") is None
+    assert figure.total_cpu_ms_per_request == 0.75
+    assert RunFigure("direct", 50, 10, 1.0).total_cpu_ms_per_request is None
+
+
+def test_process_cpu_counts_each_role_apart() -> None:
+    meter = ProcessCpu({"client": [os.getpid()], "absent": []})
+    deadline = time.monotonic() + 0.2
+    while time.monotonic() < deadline:
+        pass
+    spent = meter.spent()
+    assert set(spent) == {"client"}  # a role without processes is not measured
+    assert spent["client"] > 0.05
 
 
 def test_median_rate_of_interleaved_runs() -> None:
