@@ -13,6 +13,7 @@ from aiokafka.helpers import create_ssl_context
 
 from streams.errors import BrokerUnavailable
 from streams.logs import quiet
+from streams.routing import Murmur2Partitioner
 from streams.settings import KafkaSettings
 
 
@@ -52,6 +53,7 @@ def producer_options(kafka: KafkaSettings) -> dict[str, Any]:
         "linger_ms": kafka.producer_linger_ms,
         "max_batch_size": 1024 * 1024,
         "enable_idempotence": kafka.idempotent_producer,
+        "partitioner": Murmur2Partitioner(),
     }
 
 
