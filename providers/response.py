@@ -6,8 +6,8 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from providers.declaration import RateLimitHeaders
@@ -36,18 +36,25 @@ class RateLimitInfo(NamedTuple):
         return self.remaining == 0
 
 
-@dataclass(frozen=True, slots=True)
-class ProviderResponse:
-    """A successful (2xx, not an app-level error) answer of one operation."""
+class ProviderResponse(NamedTuple):
+    """A successful (2xx, not an app-level error) answer of one operation (a NamedTuple, like
+    RateLimitInfo: one per call)."""
 
     status: int
-    body: bytes = field(repr=False)
+    body: bytes
     # Selected headers, names lower-cased: content and caching, rate limits, request ids.
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = MappingProxyType({})
     cost: float = 0.0
     # Dimension ("requests", "tokens") → info, in the order the spec declares them.
-    rate_limits: Mapping[str, RateLimitInfo] = field(default_factory=dict)
+    rate_limits: Mapping[str, RateLimitInfo] = MappingProxyType({})
     response_type: str = "json"
+
+    def __repr__(self) -> str:
+        return (
+            f"ProviderResponse(status={self.status}, body=<{len(self.body)} bytes>, "
+            f"headers={dict(self.headers)!r}, cost={self.cost!r}, "
+            f"rate_limits={dict(self.rate_limits)!r}, response_type={self.response_type!r})"
+        )
 
     @property
     def rate_limit(self) -> RateLimitInfo | None:

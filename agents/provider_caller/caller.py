@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Callable, Collection, Mapping
+from types import MappingProxyType
+from typing import NamedTuple, Protocol
 
 from agents.provider_caller.guard import CallGuard
 from agents.publishing.envelope import Forward, Outcome, SourceRecord, dead_letter, result
@@ -24,15 +24,17 @@ from schemas.models import AttemptRecord, RequestEvent, ResultStatus, now_ms
 
 log = logging.getLogger(__name__)
 
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
-@dataclass(frozen=True)
-class ProviderReply:
-    """A successful provider answer, reduced to what a result carries."""
+
+class ProviderReply(NamedTuple):
+    """A successful provider answer, reduced to what a result carries (a NamedTuple: one is
+    built per call, see ``agents.publishing.envelope``)."""
 
     http_status: int
     body: bytes | None
     content_type: str | None
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = _NO_HEADERS
     latency_s: float = 0.0
     cost: float = 0.0
     provider_used: str | None = None

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from schemas.models import AttemptRecord, DeadLetterEvent, RequestEvent, ResultEvent, ResultStatus
 
+# The value types built once per request are NamedTuples: immutable like frozen dataclasses,
+# and about three times cheaper to build (a frozen dataclass sets each field through
+# object.__setattr__), which counts on a call path that makes several per request.
 
-@dataclass(frozen=True)
-class SourceRecord:
+
+class SourceRecord(NamedTuple):
     """Where a request event came from: enough to find it again and to dead-letter it."""
 
     topic: str
@@ -19,8 +21,7 @@ class SourceRecord:
     value: bytes
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What the caller decided for one record; the publisher writes it to its topic."""
 
     event: ResultEvent | DeadLetterEvent
@@ -42,8 +43,7 @@ class Outcome:
         return self.event.provider
 
 
-@dataclass(frozen=True)
-class Forward:
+class Forward(NamedTuple):
     """Not an outcome: the request arrived on a partition that does not own its limit key, so
     it is re-published with the right key (publishers that key by anything else still get
     exact limits, at the cost of one more hop)."""

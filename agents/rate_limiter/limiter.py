@@ -15,8 +15,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from prometheus_client import Histogram
 
@@ -37,9 +36,8 @@ class Admission(enum.Enum):
     REJECTED = "rejected"
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What the limiter decided for one request."""
+class Decision(NamedTuple):
+    """What the limiter decided for one request (a NamedTuple: one per request)."""
 
     admission: Admission
     reason: str | None = None
