@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Protocol
 
 from prometheus_client import Counter
@@ -21,11 +22,12 @@ class EventEncoder(Protocol):
 
 
 class RecordSender(Protocol):
-    """The part of ``AIOKafkaProducer`` the publisher uses."""
+    """Sends one record; what it returns resolves once the broker has it (``AIOKafkaProducer``
+    or, in workers, ``agents.publishing.batching.BatchingSender``)."""
 
     async def send(
         self, topic: str, value: bytes | None = None, key: bytes | None = None
-    ) -> asyncio.Future[object]: ...
+    ) -> Awaitable[object]: ...
 
 
 class OutcomePublisher:
