@@ -12,7 +12,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agents.provider_caller.guard import CallGuard
 from agents.provider_caller.runtime import CallerLoop, PartitionListener, RecordHandler
-from agents.publishing.batching import BatchingSender
 from agents.publishing.publisher import EventEncoder, OutcomePublisher
 from streams.kafka import consumer_options, producer_options
 from streams.metrics import Metrics
@@ -60,7 +59,6 @@ class CallerService(mode.Service):
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._loop_runner: CallerLoop | None = None
-        self._sender: BatchingSender | None = None
         self.ready = asyncio.Event()
 
     @property
@@ -78,11 +76,8 @@ class CallerService(mode.Service):
         self._consumer = AIOKafkaConsumer(
             **consumer_options(settings.kafka, group_id=self.group_id)
         )
-        self._sender = BatchingSender(
-            self._producer, linger_s=settings.kafka.producer_linger_ms / 1000
-        )
         publisher = OutcomePublisher(
-            self._sender,
+            self._producer,
             self._encoder,
             self._metrics,
             results_topic=settings.topics.results,
@@ -139,8 +134,6 @@ class CallerService(mode.Service):
             await self._loop_runner.stop()
         if self._consumer is not None:
             await self._consumer.stop()
-        if self._sender is not None:
-            await self._sender.flush()
         if self._producer is not None:
             await self._producer.stop()
         for close in self._closers:

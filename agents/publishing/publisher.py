@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
 from typing import Protocol
 
 from prometheus_client import Counter
@@ -22,12 +21,11 @@ class EventEncoder(Protocol):
 
 
 class RecordSender(Protocol):
-    """Sends one record; what it returns resolves once the broker has it (``AIOKafkaProducer``
-    or, in workers, ``agents.publishing.batching.BatchingSender``)."""
+    """The part of ``AIOKafkaProducer`` the publisher uses."""
 
     async def send(
         self, topic: str, value: bytes | None = None, key: bytes | None = None
-    ) -> Awaitable[object]: ...
+    ) -> asyncio.Future[object]: ...
 
 
 class OutcomePublisher:
