@@ -81,6 +81,16 @@ def throughput(
         list[int] | None,
         typer.Option("--latency-ms", help="Provider latencies to measure (repeatable)."),
     ] = None,
+    in_flight: Annotated[
+        int | None,
+        typer.Option(
+            "--in-flight",
+            min=1,
+            max=2000,
+            help="Calls in flight, for both variants (default: 100 at 0 ms, 200 otherwise). "
+            "Few in flight make the run latency-bound, many make it CPU-bound.",
+        ),
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -107,7 +117,7 @@ def throughput(
             f"{workers} worker process(es)"
         )
         for latency_ms in latencies:
-            concurrency = CONCURRENCY_BY_LATENCY.get(latency_ms, 200)
+            concurrency = in_flight or CONCURRENCY_BY_LATENCY.get(latency_ms, 200)
             directs, pipelines = _measure(
                 tmp,
                 broker,
