@@ -105,6 +105,8 @@ def test_bench_throughput_prints_figures(kafka_bootstrap):
         "50",
         "--workers",
         "2",
+        "--in-flight",
+        "40",
         "--bootstrap",
         kafka_bootstrap,
         "--json",
@@ -118,8 +120,17 @@ def test_bench_throughput_prints_figures(kafka_bootstrap):
         figures["pipeline_req_s"] / figures["direct_req_s"], rel=0.01
     )
     assert figures["workers"] == 2
+    assert figures["concurrency"] == 40
     for variant in ("direct", "pipeline"):
         assert 0.0 < figures[f"{variant}_machine_busy"] <= 1.0
+    cpu = figures["cpu_ms_per_request"]
+    assert cpu["pipeline"]["worker"] > 0 and cpu["direct"]["worker"] is None
+    for variant in ("direct", "pipeline"):
+        assert cpu[variant]["provider"] > 0 and cpu[variant]["client"] > 0
+        # A broker given with --bootstrap is not ours: its CPU is not measured.
+        assert cpu[variant]["broker"] is None
+        parts = cpu[variant]["provider"] + cpu[variant]["client"]
+        assert cpu[variant]["total"] >= parts - 0.002  # each figure is rounded to 3 decimals
 
 
 def test_publish_before_any_worker_creates_the_topics_with_their_partitions(settings):
