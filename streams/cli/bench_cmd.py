@@ -69,6 +69,16 @@ def _broker(bootstrap: str | None) -> Iterator[_BenchBroker]:
 def throughput(
     requests: Annotated[int, typer.Option("--requests", "-n", min=100)] = 10_000,
     rounds: Annotated[int, typer.Option(min=1, max=20)] = 3,
+    warm_up: Annotated[
+        int,
+        typer.Option(
+            "--warm-up",
+            min=0,
+            max=5,
+            help="Uncounted rounds first, so a broker just started has compiled its hot "
+            "paths before the counted rounds.",
+        ),
+    ] = 1,
     event_loop: Annotated[
         str,
         typer.Option(
@@ -113,7 +123,8 @@ def throughput(
     summary: list[dict[str, Any]] = []
     with scratch_dir("callstream-bench-") as tmp, _broker(bootstrap) as broker:
         console.print(
-            f"broker {broker.servers}; {requests} requests x {rounds} rounds per variant; "
+            f"broker {broker.servers}; {requests} requests x {rounds} rounds per variant "
+            f"after {warm_up} warm-up round(s); "
             f"{workers} worker process(es)"
         )
         for latency_ms in latencies:
@@ -125,6 +136,7 @@ def throughput(
                 concurrency,
                 requests,
                 rounds,
+                warm_up,
                 console,
                 event_loop,
                 workers,
@@ -185,6 +197,7 @@ def _measure(
     concurrency: int,
     requests: int,
     rounds: int,
+    warm_up: int,
     console: Console,
     event_loop: str,
     workers: int,
@@ -251,7 +264,7 @@ def _measure(
                 "pipeline", latency_ms, requests, seconds, cpu.spent(), machine_busy=machine.busy()
             )
 
-        def report(figure: RunFigure) -> None:
+        def report(figure: RunFigure, counted: bool) -> None:
             worker = figure.cpu_ms_per_request("worker")
             total = figure.total_cpu_ms_per_request
             cpu = f", worker CPU {worker:.3f} ms/request" if worker is not None else ""
@@ -261,11 +274,13 @@ def _measure(
                 if figure.machine_busy is not None
                 else ""
             )
+            note = "" if counted else " (warm-up, not counted)"
             console.print(
-                f"  {latency_ms:>3} ms  {figure.variant:<15} {figure.rate:8.0f} req/s{cpu}{busy}"
+                f"  {latency_ms:>3} ms  {figure.variant:<15} {figure.rate:8.0f} req/s"
+                f"{cpu}{busy}{note}"
             )
 
-        return interleave(rounds, direct, pipeline, report)
+        return interleave(rounds, direct, pipeline, report, warm_up=warm_up)
     finally:
         for child in children:
             child.stop()

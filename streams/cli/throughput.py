@@ -3,7 +3,10 @@
 The baseline is what a service would do without callstream: an aiohttp client calling the
 provider with the same concurrency. The pipeline run is the same calls made by a worker from
 request events on a real broker, timed from the first publish to the last result read back.
-Runs are interleaved (direct, pipeline, direct, ...) so drift on the machine hits both alike.
+Runs are interleaved (direct, pipeline, direct, ...) so drift on the machine hits both alike,
+after warm-up rounds that are not counted: a broker just started spends its first minute or
+so compiling (the JVM's JIT threads took a quarter of a core during the first pipeline runs),
+on the cores the worker needs, while the direct runs do not touch the broker at all.
 """
 
 from __future__ import annotations
@@ -141,15 +144,21 @@ def interleave(
     rounds: int,
     direct: Callable[[], RunFigure],
     pipeline: Callable[[], RunFigure],
-    report: Callable[[RunFigure], None],
+    report: Callable[[RunFigure, bool], None],
+    *,
+    warm_up: int = 0,
 ) -> tuple[list[RunFigure], list[RunFigure]]:
+    """Run ``warm_up`` uncounted rounds, then ``rounds`` counted ones, each a direct run
+    then a pipeline run; ``report`` gets every figure and whether it counts."""
     directs: list[RunFigure] = []
     pipelines: list[RunFigure] = []
-    for _ in range(rounds):
+    for index in range(warm_up + rounds):
+        counted = index >= warm_up
         for runner, sink in ((direct, directs), (pipeline, pipelines)):
             figure = runner()
-            report(figure)
-            sink.append(figure)
+            report(figure, counted)
+            if counted:
+                sink.append(figure)
     return directs, pipelines
 
 

@@ -9,6 +9,7 @@ from streams.cli.throughput import (
     MachineCpu,
     ProcessCpu,
     RunFigure,
+    interleave,
     median_rate,
     process_cpu_s,
 )
@@ -51,3 +52,29 @@ def test_machine_busy_share_rises_while_this_process_spins() -> None:
     # One core of this machine's cores was busy spinning the whole time, at the least.
     assert 1 / (os.cpu_count() or 1) * 0.5 <= busy <= 1.0
     assert process_cpu_s(os.getpid()) > spent_before
+
+
+def test_warm_up_rounds_run_and_are_reported_but_not_counted() -> None:
+    runs = iter(range(100))
+
+    def direct() -> RunFigure:
+        return RunFigure("direct", 50, 10, 1.0 + next(runs))
+
+    def pipeline() -> RunFigure:
+        return RunFigure("pipeline", 50, 10, 1.0 + next(runs))
+
+    reported: list[tuple[str, bool]] = []
+    directs, pipelines = interleave(
+        2, direct, pipeline, lambda f, counted: reported.append((f.variant, counted)), warm_up=1
+    )
+    assert reported == [
+        ("direct", False),
+        ("pipeline", False),
+        ("direct", True),
+        ("pipeline", True),
+        ("direct", True),
+        ("pipeline", True),
+    ]
+    # Interleaved: direct and pipeline alternate, and the warm-up pair (runs 0 and 1) is gone.
+    assert [f.seconds for f in directs] == [3.0, 5.0]
+    assert [f.seconds for f in pipelines] == [4.0, 6.0]
