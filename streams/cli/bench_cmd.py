@@ -24,6 +24,7 @@ from streams.cli.processes import scratch_dir, start_fake_provider, start_worker
 from streams.cli.ratelimit import collect_results, limit_figures
 from streams.cli.throughput import (
     CPU_ROLES,
+    JitActivity,
     MachineCpu,
     ProcessCpu,
     RunFigure,
@@ -41,6 +42,9 @@ BenchBootstrap = Annotated[
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the figures as JSON too.")]
 
 bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
+
+# A broker whose JIT compiler threads use less than this share of a core is warm.
+JIT_QUIET_SHARE = 0.03
 
 # In-flight calls per variant, as in the measurements of shared/ENVIRONMENT.md.
 CONCURRENCY_BY_LATENCY = {0: 100, 50: 200}
@@ -75,8 +79,8 @@ def throughput(
             "--warm-up",
             min=0,
             max=5,
-            help="Uncounted rounds first, so a broker just started has compiled its hot "
-            "paths before the counted rounds.",
+            help="Uncounted rounds first; more follow (up to 5) while the broker's JIT "
+            "compiler is still busy, so the counted rounds see its steady state.",
         ),
     ] = 1,
     event_loop: Annotated[
@@ -280,7 +284,18 @@ def _measure(
                 f"{cpu}{busy}{note}"
             )
 
-        return interleave(rounds, direct, pipeline, report, warm_up=warm_up)
+        jit = JitActivity(broker.pids)
+
+        def still_warming() -> bool:
+            share = jit.share()
+            busy = share > JIT_QUIET_SHARE
+            if busy:
+                console.print(f"  broker still compiling (JIT at {share:.0%} of a core)")
+            return busy
+
+        return interleave(
+            rounds, direct, pipeline, report, warm_up=warm_up, still_warming=still_warming
+        )
     finally:
         for child in children:
             child.stop()

@@ -4,9 +4,9 @@ The baseline is what a service would do without callstream: an aiohttp client ca
 provider with the same concurrency. The pipeline run is the same calls made by a worker from
 request events on a real broker, timed from the first publish to the last result read back.
 Runs are interleaved (direct, pipeline, direct, ...) so drift on the machine hits both alike,
-after warm-up rounds that are not counted: a broker just started spends its first minute or
-so compiling (the JVM's JIT threads took a quarter of a core during the first pipeline runs),
-on the cores the worker needs, while the direct runs do not touch the broker at all.
+after warm-up rounds that are not counted, as many as the broker needs: a broker just started
+spends its first minutes compiling (its JIT threads took a quarter of a core during the first
+pipeline runs), on the cores the worker needs, while the direct runs do not touch it at all.
 """
 
 from __future__ import annotations
@@ -147,19 +147,68 @@ def interleave(
     report: Callable[[RunFigure, bool], None],
     *,
     warm_up: int = 0,
+    still_warming: Callable[[], bool] = lambda: False,
+    max_warm_up: int = 5,
 ) -> tuple[list[RunFigure], list[RunFigure]]:
-    """Run ``warm_up`` uncounted rounds, then ``rounds`` counted ones, each a direct run
-    then a pipeline run; ``report`` gets every figure and whether it counts."""
+    """Rounds of a direct run then a pipeline run; ``report`` gets every figure and whether
+    it counts.
+
+    Warm-up rounds come first and are not counted: ``warm_up`` of them, then more while
+    ``still_warming()`` says so after each, up to ``max_warm_up`` (none at all if
+    ``warm_up`` is 0).
+    """
     directs: list[RunFigure] = []
     pipelines: list[RunFigure] = []
-    for index in range(warm_up + rounds):
-        counted = index >= warm_up
+    warmed = 0
+    while warmed < warm_up or (0 < warmed < max_warm_up and still_warming()):
+        for runner in (direct, pipeline):
+            report(runner(), False)
+        warmed += 1
+    for _ in range(rounds):
         for runner, sink in ((direct, directs), (pipeline, pipelines)):
             figure = runner()
-            report(figure, counted)
-            if counted:
-                sink.append(figure)
+            report(figure, True)
+            sink.append(figure)
     return directs, pipelines
+
+
+class JitActivity:
+    """The share of a core a JVM's JIT compiler threads used since the previous call.
+
+    Linux only (thread names from /proc); 0.0 where they cannot be read. A broker whose JIT
+    is still busy is not in its steady state yet, and it compiles on the cores the worker
+    needs during the pipeline runs only.
+    """
+
+    def __init__(self, pids: Sequence[int]) -> None:
+        self._pids = tuple(pids)
+        self._last = (time.monotonic(), self._compiler_cpu_s())
+
+    def _compiler_cpu_s(self) -> float:
+        ticks = 0
+        for pid in self._pids:
+            try:
+                threads = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for tid in threads:
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/comm") as comm:
+                        # HotSpot names them "C1 CompilerThread0", "C2 CompilerThread1", ...
+                        if "CompilerThre" not in comm.read():
+                            continue
+                    with open(f"/proc/{pid}/task/{tid}/stat") as stat:
+                        fields = stat.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue  # the thread ended meanwhile
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def share(self) -> float:
+        now, spent = time.monotonic(), self._compiler_cpu_s()
+        then, spent_before = self._last
+        self._last = (now, spent)
+        return (spent - spent_before) / (now - then) if now > then else 0.0
 
 
 def median_rate(figures: list[RunFigure]) -> float:

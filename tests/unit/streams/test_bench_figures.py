@@ -6,6 +6,7 @@ import os
 import time
 
 from streams.cli.throughput import (
+    JitActivity,
     MachineCpu,
     ProcessCpu,
     RunFigure,
@@ -78,3 +79,34 @@ def test_warm_up_rounds_run_and_are_reported_but_not_counted() -> None:
     # Interleaved: direct and pipeline alternate, and the warm-up pair (runs 0 and 1) is gone.
     assert [f.seconds for f in directs] == [3.0, 5.0]
     assert [f.seconds for f in pipelines] == [4.0, 6.0]
+
+
+def test_warm_up_goes_on_while_the_broker_is_still_warming_up_to_a_cap() -> None:
+    def run() -> RunFigure:
+        return RunFigure("any", 0, 10, 1.0)
+
+    counts: list[bool] = []
+    verdicts = iter([True, True, False])
+    interleave(1, run, run, lambda f, counted: counts.append(counted), warm_up=1,
+               still_warming=lambda: next(verdicts))  # fmt: skip
+    assert counts.count(False) == 2 * 3  # one round, then two more while still warming
+    assert counts.count(True) == 2
+
+    counts.clear()
+    interleave(1, run, run, lambda f, counted: counts.append(counted), warm_up=1,
+               still_warming=lambda: True, max_warm_up=4)  # fmt: skip
+    assert counts.count(False) == 2 * 4  # capped
+
+    counts.clear()
+    interleave(1, run, run, lambda f, counted: counts.append(counted), warm_up=0,
+               still_warming=lambda: True)  # fmt: skip
+    assert counts == [True, True]  # no warm-up asked: none at all
+
+
+def test_jit_activity_of_a_process_without_compiler_threads_is_zero() -> None:
+    jit = JitActivity([os.getpid()])  # CPython has no JIT compiler threads
+    deadline = time.monotonic() + 0.1
+    while time.monotonic() < deadline:
+        pass
+    assert jit.share() == 0.0
+    assert JitActivity([]).share() == 0.0
