@@ -146,6 +146,13 @@ def throughput(
                 workers,
             )
             direct_rate, pipeline_rate = median_rate(directs), median_rate(pipelines)
+            cpu = {
+                variant: {
+                    role: _median(f.cpu_ms_per_request(role) for f in figures) for role in CPU_ROLES
+                }
+                | {"total": _median(f.total_cpu_ms_per_request for f in figures)}
+                for variant, figures in (("direct", directs), ("pipeline", pipelines))
+            }
             summary.append(
                 {
                     "latency_ms": latency_ms,
@@ -154,17 +161,8 @@ def throughput(
                     "direct_req_s": round(direct_rate, 1),
                     "pipeline_req_s": round(pipeline_rate, 1),
                     "ratio": round(pipeline_rate / direct_rate, 3),
-                    "worker_cpu_ms_per_request": _median(
-                        f.cpu_ms_per_request("worker") for f in pipelines
-                    ),
-                    "cpu_ms_per_request": {
-                        variant: {
-                            role: _median(f.cpu_ms_per_request(role) for f in figures)
-                            for role in CPU_ROLES
-                        }
-                        | {"total": _median(f.total_cpu_ms_per_request for f in figures)}
-                        for variant, figures in (("direct", directs), ("pipeline", pipelines))
-                    },
+                    "worker_cpu_ms_per_request": cpu["pipeline"]["worker"],
+                    "cpu_ms_per_request": cpu,
                     "direct_machine_busy": _median(f.machine_busy for f in directs),
                     "pipeline_machine_busy": _median(f.machine_busy for f in pipelines),
                 }
@@ -172,6 +170,12 @@ def throughput(
     _print_summary(console, summary)
     if as_json:
         sys.stdout.write(json.dumps({"throughput": summary}) + "\n")
+
+
+def _bench_topics(prefix: str) -> TopicSettings:
+    return TopicSettings(
+        requests=f"{prefix}.requests", results=f"{prefix}.results", dead_letters=f"{prefix}.dlq"
+    )
 
 
 def _bench_worker_env(
@@ -211,9 +215,7 @@ def _measure(
     # provider's limit is split into shards, which spread its requests over the partitions.
     shards = 1 if workers == 1 else 6 * workers
     app_id = f"bench-{latency_ms}ms"
-    topics = TopicSettings(
-        requests=f"{app_id}.requests", results=f"{app_id}.results", dead_letters=f"{app_id}.dlq"
-    )
+    topics = _bench_topics(app_id)
     servers = broker.servers
     env = _bench_worker_env(
         servers,
@@ -396,11 +398,7 @@ def ratelimit(
             str(burst),
         )
         app_id = "bench-ratelimit"
-        topics = TopicSettings(
-            requests=f"{app_id}.{int(time.time())}.requests",
-            results=f"{app_id}.{int(time.time())}.results",
-            dead_letters=f"{app_id}.{int(time.time())}.dlq",
-        )
+        topics = _bench_topics(f"{app_id}.{int(time.time())}")  # fresh topics per run
         env = _bench_worker_env(
             servers,
             fake.url,

@@ -58,10 +58,15 @@ class RunFigure:
 
 def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process, from /proc."""
-    with open(f"/proc/{pid}/stat") as stat:
+    return _stat_cpu_s(f"/proc/{pid}/stat")
+
+
+def _stat_cpu_s(path: str) -> float:
+    """User + system CPU seconds in a /proc ``stat`` file (a process's or a thread's)."""
+    with open(path) as stat:
+        # The command name in parentheses may hold spaces: the fields start after it.
         fields = stat.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class ProcessCpu:
@@ -185,7 +190,7 @@ class JitActivity:
         self._last = (time.monotonic(), self._compiler_cpu_s())
 
     def _compiler_cpu_s(self) -> float:
-        ticks = 0
+        spent = 0.0
         for pid in self._pids:
             try:
                 threads = os.listdir(f"/proc/{pid}/task")
@@ -197,12 +202,10 @@ class JitActivity:
                         # HotSpot names them "C1 CompilerThread0", "C2 CompilerThread1", ...
                         if "CompilerThre" not in comm.read():
                             continue
-                    with open(f"/proc/{pid}/task/{tid}/stat") as stat:
-                        fields = stat.read().rsplit(")", 1)[1].split()
+                    spent += _stat_cpu_s(f"/proc/{pid}/task/{tid}/stat")
                 except OSError:
                     continue  # the thread ended meanwhile
-                ticks += int(fields[11]) + int(fields[12])
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return spent
 
     def share(self) -> float:
         now, spent = time.monotonic(), self._compiler_cpu_s()
