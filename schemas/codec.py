@@ -115,7 +115,10 @@ class EventCodec(Generic[T]):
         buf = BytesIO()
         buf.write(self._header)
         try:
-            schemaless_writer(buf, self._schema.parsed, datum)
+            # Tuple notation, ("branch name", value) picking a union branch, is off: we never
+            # use it, it halves the writer's speed, and with it on a tuple value ("null", x)
+            # in a union with null would silently be written as null.
+            schemaless_writer(buf, self._schema.parsed, datum, disable_tuple_notation=True)
         except Exception as exc:  # fastavro raises ValueError, OverflowError, UnicodeError...
             raise EncodeError(f"cannot encode {self._label}: {_one_line(exc)}") from exc
         return buf.getvalue()
