@@ -212,6 +212,13 @@ class Codecs:
     def __repr__(self) -> str:
         return f"Codecs({self.request!r}, {self.result!r}, {self.dead_letter!r})"
 
+    def encode_result(self, event: ResultEvent) -> bytes:
+        """A result's bytes (``Codecs`` is the outcome publisher's encoder as it is)."""
+        return self.result.encode(event)
+
+    def encode_dead_letter(self, event: DeadLetterEvent) -> bytes:
+        return self.dead_letter.encode(event)
+
 
 def _is_flat(model: type[BaseModel]) -> bool:
     """True when no field of ``model`` holds a pydantic model, even inside a container."""

@@ -1,4 +1,5 @@
-"""The `callstream` command line, and the composition root that wires every package together."""
+"""The `callstream` command line: registers the commands (the worker is composed in
+``streams.composition``)."""
 
 from __future__ import annotations
 

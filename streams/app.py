@@ -16,7 +16,7 @@ from streams.settings import Settings
 class HostBootStrategy(BootStrategy):
     """Faust hosts the worker's lifecycle, signals, sensors and web endpoint, not its Kafka I/O.
 
-    The call stage runs its own aiokafka clients (see ``agents.provider_caller.runtime``) and
+    The call stage runs its own aiokafka clients (see ``streams.stage.loop``) and
     the app declares no Faust agents, topics or tables, so Faust's consumer, producer and
     conductor would only join a group of their own and poll it: measured, that thread alone
     took ~3% of a busy worker's CPU. A stage built on Faust agents must turn these back on.
@@ -25,7 +25,7 @@ class HostBootStrategy(BootStrategy):
     enable_kafka = False
 
 
-class PipelineApp(faust.App):
+class WorkerApp(faust.App):
     """A Faust app that knows its metrics bundle."""
 
     BootStrategy = HostBootStrategy
@@ -35,9 +35,9 @@ class PipelineApp(faust.App):
     health_probe: Callable[[], dict[str, Any]] = staticmethod(lambda: {"ready": False})
 
 
-def create_app(settings: Settings, metrics: Metrics) -> PipelineApp:
+def create_app(settings: Settings, metrics: Metrics) -> WorkerApp:
     """Build the app from settings; services (the call stage) are attached by the caller."""
-    app = PipelineApp(**settings.faust_options())
+    app = WorkerApp(**settings.faust_options())
     app.metrics = metrics
 
     @app.page("/metrics")  # type: ignore[arg-type]  # Faust types views as View methods

@@ -4,7 +4,7 @@ by the caller's check of which partition owns a limit key."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 from murmurhash2 import murmurhash2
@@ -56,3 +56,22 @@ class PartitionRouter:
         if owner is None:
             owner = self._owners[key] = partition_for(key.encode(), self._partitions)
         return owner
+
+
+class RouterRefresh:
+    """A partition listener that re-reads the topic's partitions at every assignment (a topic
+    can gain partitions, and a limit key's owner moves with them)."""
+
+    def __init__(
+        self, router: PartitionRouter, partitions_of: Callable[[], Iterable[int] | None]
+    ) -> None:
+        self._router = router
+        self._partitions_of = partitions_of
+
+    async def assigned(self, partitions: set[int]) -> None:
+        known = self._partitions_of()
+        if known:
+            self._router.update(known)
+
+    async def revoked(self, partitions: set[int]) -> None:
+        return None

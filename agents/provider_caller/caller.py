@@ -15,12 +15,13 @@ from collections.abc import Callable, Collection, Mapping
 from types import MappingProxyType
 from typing import NamedTuple, Protocol
 
-from agents.provider_caller.guard import CallGuard
-from agents.publishing.envelope import Forward, Outcome, SourceRecord, dead_letter, result
+from agents.outcomes import dead_letter, result
 from agents.rate_limiter.limiter import Admission, Limiter
 from providers.errors import NotAllowed, ProviderError, RateLimited, UnknownProvider
 from schemas.errors import DecodeError
 from schemas.models import AttemptRecord, RequestEvent, ResultStatus, now_ms
+from streams.stage.no_return import PointOfNoReturn
+from streams.stage.records import Forward, Outcome, SourceRecord
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 class ProviderReply(NamedTuple):
     """A successful provider answer, reduced to what a result carries (a NamedTuple: one is
-    built per call, see ``agents.publishing.envelope``)."""
+    built per call, see ``streams.stage.records``)."""
 
     http_status: int
     body: bytes | None
@@ -65,7 +66,7 @@ class Caller:
         limiter: Limiter | None = None,
         owner_of: Callable[[str], int | None] | None = None,
         max_in_flight: int = 512,
-        guard: CallGuard | None = None,
+        no_return: PointOfNoReturn | None = None,
         clock_ms: Callable[[], int] = now_ms,
     ) -> None:
         """Args:
@@ -75,7 +76,7 @@ class Caller:
         limiter: quotas and rate limits; None calls without limits.
         owner_of: the partition that owns a limit key (None when unknown yet).
         max_in_flight: provider calls at once; waiting for a token holds no call slot.
-        guard: shared with the loop, which cancels requests that have not called yet.
+        no_return: shared with the loop, which cancels requests that have not called yet.
         clock_ms: epoch milliseconds, injectable for tests.
         """
         self._gateway = gateway
@@ -84,7 +85,7 @@ class Caller:
         self._limiter = limiter
         self._owner_of = owner_of
         self._call_slots = asyncio.Semaphore(max_in_flight)
-        self._guard = guard or CallGuard()
+        self._no_return = no_return or PointOfNoReturn()
         self._clock_ms = clock_ms
 
     async def handle(self, source: SourceRecord) -> Outcome | Forward:
@@ -144,7 +145,7 @@ class Caller:
         started = time.perf_counter()
         try:
             async with self._call_slots:
-                self._guard.enter_call()  # from here on, a revocation waits for this call
+                self._no_return.mark_passed()  # from here on, a revocation waits for this call
                 reply = await self._gateway.call(request)
         except ProviderError as exc:
             if isinstance(exc, RateLimited) and self._limiter is not None:

@@ -1,4 +1,4 @@
-"""The scheduler's gate over a mapping of buckets: spend a token only when a call can go now."""
+"""The waiting room's gate over a mapping of buckets: spend a token only when a call can go now."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ __all__ = ["BucketGate"]
 
 
 class BucketGate:
-    """Adapts `bucket.take` to `scheduler.Gate` for any mapping of limit key to Bucket.
+    """Adapts `bucket.take` to `waiting_room.Gate` for any mapping of limit key to Bucket.
 
     The mapping may be a dict in tests or the partition's table in the runtime. The gate never
-    reserves ahead: the scheduler holds the waiting calls and decides their order, so a slot
+    reserves ahead: the waiting room holds the waiting calls and decides their order, so a slot
     is spent only at the moment a call is released.
     """
 

@@ -23,7 +23,7 @@ from agents.rate_limiter.book import LimitBook
 from agents.rate_limiter.bucket import Bucket, available, observe_provider_headers
 from agents.rate_limiter.gate import BucketGate
 from agents.rate_limiter.quota import QuotaState, Verdict, check_and_count
-from agents.rate_limiter.scheduler import Scheduler
+from agents.rate_limiter.waiting_room import WaitingRoom
 from schemas.models import RequestEvent
 from streams.metrics import Metrics
 
@@ -78,7 +78,7 @@ class PartitionLimiter:
         self._clock = clock
         self._buckets: dict[str, Bucket] = {}
         self._gate = BucketGate(self._buckets, book.policy_for)
-        self._waiting: Scheduler[asyncio.Future[Admission]] = Scheduler()
+        self._waiting: WaitingRoom[asyncio.Future[Admission]] = WaitingRoom()
         self._wake = asyncio.Event()
         self._releaser = asyncio.create_task(self._release_forever())
 
@@ -177,10 +177,6 @@ class Limiter:
                 provider
             )
         return histogram
-
-    def use_quota_store(self, quotas: QuotaStore) -> None:
-        """Switch to the worker's quota table once it exists (before any assignment)."""
-        self._quotas = quotas
 
     def limit_key(self, request: RequestEvent) -> str:
         return self._book.limit_key(request.provider, request.request_id)

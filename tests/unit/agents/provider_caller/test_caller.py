@@ -7,10 +7,10 @@ import json
 import pytest
 
 from agents.provider_caller.caller import Caller, ProviderReply
-from agents.publishing.envelope import SourceRecord
 from providers.errors import NotFound, ProviderError, ProviderTimeout, RateLimited
 from schemas.errors import DecodeError
 from schemas.models import DeadLetterEvent, RequestEvent, ResultEvent
+from streams.stage.records import SourceRecord
 
 NOW_MS = 1_700_000_000_000
 

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-__all__ = ["Gate", "Release", "Scheduler"]
+__all__ = ["Gate", "Release", "WaitingRoom"]
 
 T = TypeVar("T")
 
@@ -29,7 +29,7 @@ _SLACK = 64
 
 
 class Gate(Protocol):
-    """Where the scheduler asks for tokens (see `gate.BucketGate`)."""
+    """Where the waiting room asks for tokens (see `gate.BucketGate`)."""
 
     def try_take(self, key: str, cost: int, now: float) -> float:
         """Spend `cost` tokens of `key` and return 0.0 if the call may go now.
@@ -77,7 +77,7 @@ def _seq_of(entry: _Entry[T]) -> int:
     return entry.seq
 
 
-class Scheduler(Generic[T]):
+class WaitingRoom(Generic[T]):
     """Calls waiting for tokens, per limit key, by priority then arrival; not thread-safe."""
 
     _queues: dict[str, list[tuple[int, float, int, _Entry[T]]]]
@@ -102,7 +102,7 @@ class Scheduler(Generic[T]):
         return self._len
 
     def __repr__(self) -> str:
-        return f"Scheduler(waiting={self._len}, by_key={self._counts!r})"
+        return f"WaitingRoom(waiting={self._len}, by_key={self._counts!r})"
 
     def count(self, key: str) -> int:
         """Calls waiting for `key`."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 
-class CallGuard:
+class PointOfNoReturn:
     """Marks tasks that started a provider call, so a revocation cancels only the others.
 
     When a partition is revoked, a request that has not called its provider yet (waiting for a
@@ -17,12 +17,12 @@ class CallGuard:
     def __init__(self) -> None:
         self._calling: set[asyncio.Task[object]] = set()
 
-    def enter_call(self) -> None:
+    def mark_passed(self) -> None:
         """Called by the task itself right before it sends the request."""
         task = asyncio.current_task()
         if task is not None:
             self._calling.add(task)
             task.add_done_callback(self._calling.discard)
 
-    def has_called(self, task: asyncio.Task[object]) -> bool:
+    def has_passed(self, task: asyncio.Task[object]) -> bool:
         return task in self._calling

@@ -1,14 +1,16 @@
-"""The call stage's consumer loop: many calls in flight, offsets committed in order.
+"""A stage's consumer loop: many records in flight, offsets committed in order.
 
-Why not a Faust agent here: measured on this machine (shared/ENVIRONMENT.md), a Faust agent with
-aiohttp reaches 0.62 of a direct client at 50 ms provider latency, a lean aiokafka loop 0.98.
-And Faust re-processes events around every rebalance, graceful ones included; this loop drains
-its in-flight calls and commits before it releases a partition, so the next owner starts exactly
-where this one stopped and no provider is called twice for a request on a graceful handover.
+Any stage runs on it: it hands each record to the stage's handler (the provider caller today)
+and publishes the outcome the handler decides. Why not a Faust agent here: measured on this machine
+(shared/ENVIRONMENT.md), a Faust agent with aiohttp reaches 0.62 of a direct client at 50 ms
+provider latency, a lean aiokafka loop 0.98. And Faust re-processes events around every
+rebalance, graceful ones included; this loop drains its in-flight calls and commits before it
+releases a partition, so the next owner starts exactly where this one stopped and no provider is
+called twice for a request on a graceful handover.
 
 The rules that keep at-least-once:
 - a record's offset is committed only after its outcome (and those of every earlier record of
-  the partition) is acknowledged by the broker (:class:`streams.offsets.OffsetTracker`);
+  the partition) is acknowledged by the broker (:class:`streams.stage.offsets.OffsetTracker`);
 - records fetched before a rebalance are dropped if the rebalance happened before they started:
   the new assignment re-reads from the committed position.
 """
@@ -26,18 +28,28 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from agents.provider_caller.guard import CallGuard
-from agents.publishing.envelope import Forward, Outcome, SourceRecord
-from agents.publishing.publisher import OutcomePublisher
 from streams.metrics import Metrics
-from streams.offsets import OffsetTracker, decode_done, encode_done
-from streams.settings import CallerSettings
+from streams.stage.no_return import PointOfNoReturn
+from streams.stage.offsets import OffsetTracker, decode_done, encode_done
+from streams.stage.publisher import OutcomePublisher
+from streams.stage.records import Forward, Outcome, SourceRecord
 
 log = logging.getLogger(__name__)
 
 
 class RecordHandler(Protocol):
     async def handle(self, source: SourceRecord) -> Outcome | Forward: ...
+
+
+class LoopLimits(Protocol):
+    """How much the loop holds and how often it commits (``CallerSettings`` for the caller)."""
+
+    @property
+    def max_pending(self) -> int: ...
+    @property
+    def commit_interval_s(self) -> float: ...
+    @property
+    def drain_timeout_s(self) -> float: ...
 
 
 class PartitionListener(Protocol):
@@ -47,8 +59,8 @@ class PartitionListener(Protocol):
     async def revoked(self, partitions: set[int]) -> None: ...
 
 
-class CallerLoop:
-    """Consumes request records, runs the handler for each concurrently, commits in order."""
+class StageLoop:
+    """Consumes records, runs the stage's handler for each concurrently, commits in order."""
 
     def __init__(
         self,
@@ -56,9 +68,9 @@ class CallerLoop:
         handler: RecordHandler,
         publisher: OutcomePublisher,
         metrics: Metrics,
-        settings: CallerSettings,
+        settings: LoopLimits,
         listeners: Iterable[PartitionListener] = (),
-        guard: CallGuard | None = None,
+        no_return: PointOfNoReturn | None = None,
         commit_metadata: bool = True,
     ) -> None:
         self._consumer = consumer
@@ -68,7 +80,7 @@ class CallerLoop:
         self._settings = settings
         self._tracker = OffsetTracker()
         self._listeners = list(listeners)
-        self._guard = guard or CallGuard()
+        self._no_return = no_return or PointOfNoReturn()
         # Bounds records read but not finished; calls themselves are bounded by the caller.
         self._slots = asyncio.Semaphore(settings.max_pending)
         self._owned: set[TopicPartition] = set()
@@ -196,7 +208,7 @@ class CallerLoop:
         partitions = list(partitions)
         pending = [task for tp in partitions for task in self._tasks.get(tp, ())]
         for task in pending:
-            if not self._guard.has_called(task):
+            if not self._no_return.has_passed(task):
                 task.cancel()  # uncommitted, so the partition's next owner calls it once
         if pending:
             _, still = await asyncio.wait(pending, timeout=self._settings.drain_timeout_s)
@@ -285,7 +297,7 @@ class CallerLoop:
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     """aiokafka awaits these during a rebalance: the drain happens before partitions move."""
 
-    def __init__(self, loop: CallerLoop) -> None:
+    def __init__(self, loop: StageLoop) -> None:
         self._loop = loop
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from agents.rate_limiter.bucket import EPSILON_S, Bucket, LimitPolicy, peek
 from agents.rate_limiter.gate import BucketGate
-from agents.rate_limiter.scheduler import Scheduler
+from agents.rate_limiter.waiting_room import WaitingRoom
 
 from .conformance import strict_provider_accepts
 
@@ -32,8 +32,8 @@ class Tokens:
         return self.wait_s
 
 
-def room(*pushes: tuple[str, str, int], deadline_at: float | None = None) -> Scheduler[str]:
-    s: Scheduler[str] = Scheduler()
+def room(*pushes: tuple[str, str, int], deadline_at: float | None = None) -> WaitingRoom[str]:
+    s: WaitingRoom[str] = WaitingRoom()
     for i, (item, key, priority) in enumerate(pushes):
         s.push(item, key=key, priority=priority, deadline_at=deadline_at, enqueued_at=NOW + i)
     return s
@@ -109,7 +109,7 @@ def test_nothing_happens_before_next_due():
 
 
 def test_not_before_holds_a_call_back():
-    s: Scheduler[str] = Scheduler()
+    s: WaitingRoom[str] = WaitingRoom()
     s.push("retry", key="k", priority=5, deadline_at=None, enqueued_at=NOW, not_before=NOW + 2)
     assert s.next_due(NOW) == NOW + 2
     assert s.release(NOW + 1, Tokens(k=5)).ready == []
@@ -120,7 +120,7 @@ def test_an_expired_head_does_not_hold_back_a_cheaper_call():
     # Empty bucket at NOW (3 tokens, one per 0.2 s): "big" (cost 2) could go at NOW + 0.4,
     # "small" (cost 1) at NOW + 0.2, but only once "big", ahead of it, expires at NOW + 0.25.
     gate = BucketGate({}, lambda key: LimitPolicy(5.0, 3, jitter_s=0.0))
-    s: Scheduler[str] = Scheduler()
+    s: WaitingRoom[str] = WaitingRoom()
     s.push("big", key="k", priority=9, deadline_at=NOW + 0.25, enqueued_at=NOW, cost=2)
     s.push("small", key="k", priority=1, deadline_at=None, enqueued_at=NOW, cost=1)
     assert s.release(NOW, gate).next_due_at == NOW + 0.25
@@ -162,7 +162,7 @@ def test_release_never_sends_an_expired_call():
 
 
 def test_unservable_calls_are_rejected_not_stuck():
-    s: Scheduler[str] = Scheduler()
+    s: WaitingRoom[str] = WaitingRoom()
     s.push("huge", key="k", priority=9, deadline_at=None, enqueued_at=NOW, cost=99)
     s.push("small", key="k", priority=1, deadline_at=None, enqueued_at=NOW)
     got = s.release(NOW, Tokens(wait_s=math.inf, k=1))
@@ -179,12 +179,12 @@ def test_clear_returns_everything_oldest_first():
 
 
 def test_repr_shows_state():
-    assert repr(room(("a", "k", 1), ("b", "k", 2))) == "Scheduler(waiting=2, by_key={'k': 2})"
+    assert repr(room(("a", "k", 1), ("b", "k", 2))) == "WaitingRoom(waiting=2, by_key={'k': 2})"
 
 
 def test_garbage_stays_bounded_under_overload():
     """A blocked head with a stream of short-lived calls behind it must not leak rows."""
-    s: Scheduler[int] = Scheduler()
+    s: WaitingRoom[int] = WaitingRoom()
     s.push(-1, key="k", priority=9, deadline_at=None, enqueued_at=NOW)
     gate = Tokens(wait_s=1000.0)
     for i in range(5000):
@@ -254,12 +254,12 @@ until_due_op = st.tuples(st.just("until_due"), st.floats(0.0, 1.0))  # fraction 
 
 
 class Sim:
-    """Drives a Scheduler like the runtime would and checks it against a plain model."""
+    """Drives a WaitingRoom like the runtime would and checks it against a plain model."""
 
     def __init__(self) -> None:
         self.buckets: dict[str, Bucket] = {}
         self.gate = BucketGate(self.buckets, POLICIES.__getitem__)
-        self.room: Scheduler[Call] = Scheduler()
+        self.room: WaitingRoom[Call] = WaitingRoom()
         self.waiting: dict[int, Call] = {}
         self.sent: dict[str, list[tuple[float, int]]] = {k: [] for k in POLICIES}
         self.now, self.seq = NOW, 0

@@ -8,9 +8,9 @@ from typing import Protocol
 
 from prometheus_client import Counter
 
-from agents.publishing.envelope import Forward, Outcome
 from schemas.models import DeadLetterEvent, ResultEvent
 from streams.metrics import Metrics
+from streams.stage.records import Forward, Outcome
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.offsets import OffsetTracker
+from streams.stage.offsets import OffsetTracker
 
 
 def test_nothing_finished_commits_nothing():
@@ -66,7 +66,7 @@ def test_committed_position_never_skips_an_unfinished_offset(offsets, rnd):
     st.sets(st.integers(min_value=0, max_value=5000), max_size=400),
 )
 def test_done_offsets_round_trip_through_commit_metadata(position, relative):
-    from streams.offsets import decode_done, encode_done
+    from streams.stage.offsets import decode_done, encode_done
 
     offsets = {position + r for r in relative}
     text = encode_done(position, offsets)
@@ -75,7 +75,7 @@ def test_done_offsets_round_trip_through_commit_metadata(position, relative):
 
 
 def test_foreign_or_broken_metadata_decodes_to_nothing():
-    from streams.offsets import decode_done
+    from streams.stage.offsets import decode_done
 
     assert decode_done(10, "") == set()
     assert decode_done(10, "someone else's") == set()
