@@ -99,6 +99,14 @@ async def compose(settings: Settings) -> Worker:
     providers = activate_providers(registry, settings.providers)
     if not providers:
         raise ConfigurationError("no provider is active: configure at least one provider")
+    if settings.limiter.enabled:
+        await ensure_changelog_topic(
+            settings.kafka,
+            quota_changelog(settings),
+            settings.topics.partitions,
+            settings.topics.replication_factor,
+        )
+    # Every check is behind us: from here on nothing fails, so no client is left unclosed.
     producer = AIOKafkaProducer(**producer_options(settings.kafka))
     consumer = AIOKafkaConsumer(
         **consumer_options(settings.kafka, group_id=f"{settings.app_id}.caller")
@@ -109,7 +117,7 @@ async def compose(settings: Settings) -> Worker:
     ]
     limiter = None
     if settings.limiter.enabled:
-        quotas = await quota_table(settings, producer)
+        quotas = quota_table(settings, producer)
         limiter = Limiter(
             limit_book(providers, settings.providers, settings.limiter), quotas, metrics
         )
@@ -198,15 +206,15 @@ def limit_book(
     return LimitBook(limits, limiter.quotas, jitter_s=limiter.jitter_s)
 
 
-async def quota_table(settings: Settings, producer: AIOKafkaProducer) -> ChangelogTable:
+def quota_changelog(settings: Settings) -> str:
+    return f"{settings.app_id}.quotas.changelog.v1"
+
+
+def quota_table(settings: Settings, producer: AIOKafkaProducer) -> ChangelogTable:
     """The quota counts table: rocksdict per partition, compacted changelog topic."""
-    topic = f"{settings.app_id}.quotas.changelog.v1"
-    await ensure_changelog_topic(
-        settings.kafka, topic, settings.topics.partitions, settings.topics.replication_factor
-    )
     return ChangelogTable(
         "quotas",
-        changelog_topic=topic,
+        changelog_topic=quota_changelog(settings),
         directory=settings.data_dir / "tables",
         producer=producer,
         kafka=settings.kafka,

@@ -63,6 +63,12 @@ async def changelog_partitions(kafka: KafkaSettings, topic: str) -> int | None:
 
 async def _check_existing(admin: Any, topic: str, partitions: int) -> None:
     found = await _partition_count(admin, topic)
+    deadline = time.monotonic() + _METADATA_WAIT_S
+    while found is None and time.monotonic() < deadline:
+        # Created a moment ago by another worker starting beside this one: the controller
+        # knows it, the metadata caches not yet.
+        await asyncio.sleep(0.05)
+        found = await _partition_count(admin, topic)
     if found != partitions:
         raise ConfigurationError(
             f"changelog topic {topic} has {found} partitions, the table needs {partitions}. "
