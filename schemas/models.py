@@ -56,6 +56,16 @@ class RequestEvent(_Event):
     def effective_idempotency_key(self) -> str:
         return self.idempotency_key or self.request_id
 
+    @property
+    def deadline_s(self) -> float | None:
+        """The deadline in epoch seconds (the limiter's clock), or None: the one conversion."""
+        return self.deadline_at_ms / 1000 if self.deadline_at_ms is not None else None
+
+    def deadline_passed(self, at_s: float) -> bool:
+        """Whether the deadline is at or before ``at_s`` (epoch seconds); never without one."""
+        deadline = self.deadline_s
+        return deadline is not None and deadline <= at_s
+
 
 class ResultStatus(enum.StrEnum):
     OK = "ok"
@@ -126,3 +136,13 @@ class DeadLetterEvent(_Event):
     last_failure_at_ms: int
     # The stage that gave up: "decode", "admission", "caller", "retry".
     stage: str
+
+
+def dead_letter_key(letter: DeadLetterEvent) -> str:
+    """What makes two dead-letter records the same letter (outcomes are written at least once).
+
+    The request id when the original was decoded, else the original record's position.
+    """
+    if letter.request_id:
+        return letter.request_id
+    return f"{letter.source_topic}/{letter.source_partition}/{letter.source_offset}"

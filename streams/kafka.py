@@ -88,6 +88,22 @@ async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer, kafka: Kafka
 
 
 @contextlib.asynccontextmanager
+async def started(
+    client: AIOKafkaProducer | AIOKafkaConsumer, kafka: KafkaSettings
+) -> AsyncIterator[None]:
+    """Start ``client`` (see :func:`start_client`) and stop it on exit.
+
+    Raises:
+        BrokerUnavailable: no broker answers at the bootstrap servers.
+    """
+    await start_client(client, kafka)
+    try:
+        yield
+    finally:
+        await client.stop()
+
+
+@contextlib.asynccontextmanager
 async def admin_client(kafka: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
     """A started admin client, closed on exit.
 
@@ -104,3 +120,35 @@ async def admin_client(kafka: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClien
         yield admin
     finally:
         await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def reader(
+    kafka: KafkaSettings, *topics: str, from_beginning: bool = True, **options: Any
+) -> AsyncIterator[AIOKafkaConsumer]:
+    """A started consumer outside any consumer group, stopped on exit.
+
+    It reads every partition of ``topics``, or (without topics) what the caller assigns and
+    seeks, and never commits: readers of a range (replay, table recovery, the SDK) neither
+    share work nor move a group's position, and joining the worker's group would rebalance it.
+
+    Args:
+        kafka: the connection settings; ``max_poll_records`` bounds each fetch.
+        topics: topics to read whole; none to assign partitions by hand.
+        from_beginning: where a partition without a seek starts: its first or its next record.
+        options: further ``AIOKafkaConsumer`` options (fetch sizes).
+
+    Raises:
+        BrokerUnavailable: no broker answers at the bootstrap servers.
+    """
+    consumer = AIOKafkaConsumer(
+        *topics,
+        **client_options(kafka),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        max_poll_records=kafka.max_poll_records,
+        **options,
+    )
+    async with started(consumer, kafka):
+        yield consumer

@@ -15,6 +15,7 @@ always with the same request id. :meth:`CallstreamClient.results` drops those du
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
@@ -25,8 +26,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from schemas.codec import Codecs
 from schemas.errors import DecodeError
 from schemas.keys import request_limit_key
-from schemas.models import DeadLetterEvent, RequestEvent, ResultEvent
-from streams.kafka import client_options, producer_options, start_client
+from schemas.models import DeadLetterEvent, RequestEvent, ResultEvent, dead_letter_key
+from streams.kafka import producer_options, reader, start_client
 from streams.settings import Settings
 from streams.topics import ensure_topics, pipeline_topics
 
@@ -176,8 +177,7 @@ class CallstreamClient:
                     letter = self._codecs.dead_letter.decode(raw)
                 except DecodeError:
                     continue
-                origin = f"{letter.source_topic}/{letter.source_partition}/{letter.source_offset}"
-                if seen.add(letter.request_id or origin):
+                if seen.add(dead_letter_key(letter)):
                     yield letter
 
     def _limit_key(self, request: RequestEvent) -> bytes:
@@ -194,32 +194,37 @@ class TopicReader:
     """Reads a whole topic without a consumer group: readers neither share work nor commit."""
 
     def __init__(self, settings: Settings, topic: str, *, from_beginning: bool) -> None:
-        self._consumer = AIOKafkaConsumer(
-            topic,
-            **client_options(settings.kafka),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest" if from_beginning else "latest",
-        )
-        self._from_beginning = from_beginning
         self._kafka = settings.kafka
+        self._topic = topic
+        self._from_beginning = from_beginning
+        self._exit = contextlib.AsyncExitStack()
+        self._consumer: AIOKafkaConsumer | None = None
 
     async def __aenter__(self) -> Self:
-        await start_client(self._consumer, self._kafka)
-        if not self._from_beginning:
-            # Resolve "the end" now, so records published after entry are never missed.
-            await self._consumer.seek_to_end()
-            for tp in self._consumer.assignment():
-                await self._consumer.position(tp)
+        consumer = await self._exit.enter_async_context(
+            reader(self._kafka, self._topic, from_beginning=self._from_beginning)
+        )
+        try:
+            if not self._from_beginning:
+                # Resolve "the end" now, so records published after entry are never missed.
+                await consumer.seek_to_end()
+                for tp in consumer.assignment():
+                    await consumer.position(tp)
+        except BaseException:
+            await self._exit.aclose()
+            raise
+        self._consumer = consumer
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._consumer.stop()
+        self._consumer = None
+        await self._exit.aclose()
 
     async def values(self, *, follow: bool, idle_timeout_s: float) -> AsyncIterator[bytes]:
         """Record values; without ``follow``, ends after ``idle_timeout_s`` with nothing new."""
+        consumer = self._require_consumer()
         while True:
-            batches = await self._consumer.getmany(timeout_ms=int(idle_timeout_s * 1000))
+            batches = await consumer.getmany(timeout_ms=int(idle_timeout_s * 1000))
             if not batches and not follow:
                 return
             for records in batches.values():
@@ -238,3 +243,8 @@ class TopicReader:
                 continue
             if seen.add(event.request_id):
                 yield event
+
+    def _require_consumer(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise RuntimeError("use `async with client.reader(...)` before reading")
+        return self._consumer

@@ -15,9 +15,9 @@ import typer
 from streams.cli.common import BootstrapOption, ConfigOption, run, settings_from
 
 if TYPE_CHECKING:
-    from streams.replay import DeadLetterStats, ReadProgress, ReplaySummary
+    from streams.composition_dlq import DeadLetterStats, ReadProgress, ReplaySummary
 
-# rich and the replay module are imported by the commands that use them: this module is
+# rich and the replay stage are imported by the commands that use them: this module is
 # imported by every `callstream` invocation, and they would add ~80 ms to each (measured).
 
 dlq_app = typer.Typer(help="Inspect and replay dead letters.", no_args_is_help=True)
@@ -109,22 +109,19 @@ def replay(
     bootstrap: BootstrapOption = None,
 ) -> None:
     """Republish matching dead letters as new attempts; each is replayed once per group."""
-    from streams.replay import ReplayFilter, replay_dead_letters
+    from streams import composition_dlq
 
     settings = settings_from(config, bootstrap)
-    replay_filter = ReplayFilter(
-        reasons=frozenset(reason or ()),
-        stages=frozenset(stage or ()),
-        request_ids=frozenset(request_id or ()),
-        since_ms=since,
-        include_undecodable=include_undecodable,
-    )
     group_id = group or f"{settings.app_id}.dlq-replay"
     with progress_reporter("dlq replay") as show:
         summary = run(
-            replay_dead_letters(
+            composition_dlq.replay(
                 settings,
-                replay_filter,
+                reasons=reason or (),
+                stages=stage or (),
+                request_ids=request_id or (),
+                since_ms=since,
+                include_undecodable=include_undecodable,
                 group_id=group_id,
                 dry_run=dry_run,
                 limit=limit,
@@ -145,7 +142,7 @@ def stats(
     bootstrap: BootstrapOption = None,
 ) -> None:
     """Count the dead letters by reason and stage (reads the whole topic, moves nothing)."""
-    from streams.replay import dead_letter_stats
+    from streams.composition_dlq import dead_letter_stats
 
     settings = settings_from(config, bootstrap)
     with progress_reporter("dlq stats") as show:
@@ -244,7 +241,7 @@ def progress_reporter(label: str) -> Iterator[Callable[[ReadProgress], None]]:
 
 
 def _detail(progress: ReadProgress) -> str:
-    from streams.replay import ReplayProgress
+    from streams.composition_dlq import ReplayProgress
 
     if isinstance(progress, ReplayProgress):
         return f", replayed {progress.replayed}"

@@ -11,10 +11,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer
-
 from streams.errors import CallstreamError, ConfigurationError
-from streams.kafka import client_options
+from streams.kafka import reader
 from streams.settings import KafkaSettings
 from streams.state.recovery import PartitionRecovery, RecoveryReport, replay
 from streams.state.store import PartitionStore, Pending
@@ -201,24 +199,15 @@ class ChangelogTable:
             )
 
     async def _replay(self, stores: Mapping[int, PartitionStore]) -> tuple[PartitionRecovery, ...]:
-        consumer = AIOKafkaConsumer(
-            **client_options(self._kafka),
-            group_id=None,  # assign + seek: a recovery reader must not join the worker's group
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=self._kafka.max_poll_records,
-            # aiokafka parses a whole fetch response in one step of the loop: 1 MiB per
-            # partition (the default) stalled it 120-150 ms with 4 partitions, 256 KiB 50-65 ms,
-            # at the same replay rate (measured here, 100,000 records).
-            max_partition_fetch_bytes=_FETCH_BYTES_PER_PARTITION,
-        )
-        await consumer.start()
-        try:
+        # aiokafka parses a whole fetch response in one step of the loop: 1 MiB per partition
+        # (the default) stalled it 120-150 ms with 4 partitions, 256 KiB 50-65 ms, at the same
+        # replay rate (measured here, 100,000 records).
+        async with reader(
+            self._kafka, max_partition_fetch_bytes=_FETCH_BYTES_PER_PARTITION
+        ) as consumer:
             return await replay(
                 consumer, self.changelog_topic, stores, stall_timeout_s=self._stall_timeout_s
             )
-        finally:
-            await consumer.stop()
 
 
 def _settle(store: PartitionStore, pending: Pending, delivery: asyncio.Future[Any]) -> None:

@@ -11,11 +11,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from agents.dlq_replay.replay import dead_letter_stats, replay_dead_letters
+from agents.dlq_replay.selection import ReplayFilter
 from schemas.codec import Codecs
 from schemas.models import DeadLetterEvent, RequestEvent, now_ms
 from streams.errors import ConfigurationError
 from streams.kafka import client_options, producer_options
-from streams.replay import ReplayFilter, dead_letter_stats, replay_dead_letters
 from streams.settings import Settings
 from streams.topics import ensure_topics, pipeline_topics
 from tests.integration.cli.test_cli_on_kafka import callstream, topic_env

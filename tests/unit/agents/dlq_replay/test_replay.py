@@ -9,17 +9,13 @@ import typer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agents.dlq_replay.selection import ReplayFilter, replay_request, start_offset
+from agents.dlq_replay.tally import ReplaySummary
 from schemas.codec import Codecs
 from schemas.models import DeadLetterEvent, RequestEvent
+from schemas.models import dead_letter_key as dedup_key
 from streams.__main__ import main
 from streams.cli.dlq_cmd import parse_since, summary_lines
-from streams.replay import (
-    ReplayFilter,
-    ReplaySummary,
-    dedup_key,
-    replay_request,
-    start_offset,
-)
 
 CHECK = settings(database=None, deadline=None, max_examples=100)
 

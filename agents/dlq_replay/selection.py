@@ -1,0 +1,98 @@
+"""What a dead-letter replay selects, where it starts reading, and what it republishes (pure).
+
+No Kafka here: :mod:`agents.dlq_replay.replay` reads the topic and acts on these decisions.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from schemas.models import DeadLetterEvent, RequestEvent, dead_letter_key
+
+
+@dataclass(frozen=True)
+class ReplayFilter:
+    """Which dead letters to replay. Empty sets and ``None`` mean "no condition".
+
+    Undecodable letters (no ``original``) are left out unless ``include_undecodable``: their
+    bytes failed once already and will again unless whatever produced them was fixed.
+    """
+
+    reasons: frozenset[str] = frozenset()
+    stages: frozenset[str] = frozenset()
+    request_ids: frozenset[str] = frozenset()
+    # Only letters whose last failure happened at or after this time (epoch ms).
+    since_ms: int | None = None
+    include_undecodable: bool = False
+
+    def matches(self, letter: DeadLetterEvent) -> bool:
+        """True when every given condition holds for ``letter``."""
+        if letter.original is None and not self.include_undecodable:
+            return False
+        return (
+            _allows(self.reasons, letter.reason)
+            and _allows(self.stages, letter.stage)
+            and _allows(self.request_ids, letter.request_id)
+            and (self.since_ms is None or letter.last_failure_at_ms >= self.since_ms)
+        )
+
+
+def _allows(wanted: frozenset[str], value: str | None) -> bool:
+    return not wanted or value in wanted
+
+
+class Verdict(enum.Enum):
+    """What a replay does with one record of the dead-letter topic."""
+
+    REPLAY = "replay"
+    SKIP = "skip"  # a dead letter the filter does not match
+    DUPLICATE = "duplicate"  # a repeat of a letter already replayed in this run
+    UNREADABLE = "unreadable"  # not a dead-letter event at all
+
+
+def select(
+    letter: DeadLetterEvent | None,
+    replay_filter: ReplayFilter,
+    *,
+    first_time: Callable[[str], bool],
+) -> Verdict:
+    """The verdict on one decoded record (None: it did not decode as a dead letter).
+
+    Args:
+        letter: the dead letter, or None for a record that is not one.
+        replay_filter: which letters to replay.
+        first_time: remembers a letter's :func:`~schemas.models.dead_letter_key`; False when it
+            was seen before. Only matching letters are remembered.
+    """
+    if letter is None:
+        return Verdict.UNREADABLE
+    if not replay_filter.matches(letter):
+        return Verdict.SKIP
+    if not first_time(dead_letter_key(letter)):
+        return Verdict.DUPLICATE
+    return Verdict.REPLAY
+
+
+def replay_request(letter: DeadLetterEvent) -> RequestEvent | None:
+    """The letter's original request as its next attempt; None when it was undecodable.
+
+    The request id and idempotency key stay the same, so a caller waiting for the outcome
+    finds it, and a provider that honours Idempotency-Key does not act twice.
+    """
+    if letter.original is None:
+        return None
+    return letter.original.model_copy(update={"attempt": letter.original.attempt + 1})
+
+
+def start_offset(position: int, *, log_start: int, log_end: int) -> int:
+    """Where to start reading a partition whose committed (or reset) position is ``position``.
+
+    A position past the log end means the topic was deleted and recreated since the last
+    commit: its dead letters are all new, so read them from the start. A position before the
+    log start means retention deleted records; the earliest remaining one is next.
+    """
+    if position > log_end or position < log_start:
+        return log_start
+    return position

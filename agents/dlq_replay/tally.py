@@ -1,0 +1,177 @@
+"""What a replay or a count of the dead letters reports: progress, summary and tallies (pure)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agents.dlq_replay.selection import ReplayFilter, Verdict, select
+from schemas.models import DeadLetterEvent, dead_letter_key
+
+# The summary lists replayed request ids for the operator; a huge replay lists the first ones.
+MAX_LISTED_IDS = 1000
+
+
+@dataclass(frozen=True)
+class ReadProgress:
+    """How far a read of the dead-letter topic is; ``total`` counts offsets, an upper bound."""
+
+    read: int
+    total: int
+
+
+@dataclass(frozen=True)
+class ReplayProgress(ReadProgress):
+    replayed: int
+    skipped: int
+    unreadable: int
+
+
+@dataclass(frozen=True)
+class ReplaySummary:
+    """What one replay did (or, for a dry run, would have done).
+
+    ``read == replayed + skipped + duplicates + unreadable`` always holds.
+    """
+
+    group_id: str
+    dry_run: bool
+    read: int
+    replayed: int
+    skipped: int  # decodable dead letters the filter did not match
+    duplicates: int  # repeats of a letter already replayed in this run
+    unreadable: int  # records of the topic that are not dead-letter events at all
+    by_reason: dict[str, int]  # replayed letters by reason
+    request_ids: tuple[str, ...]  # of replayed letters, the first MAX_LISTED_IDS
+    request_ids_truncated: bool
+    # False when --limit stopped the run before the end offsets captured at its start.
+    complete: bool
+
+
+@dataclass(frozen=True)
+class DeadLetterStats:
+    """Counts over the whole dead-letter topic, each letter once."""
+
+    read: int
+    letters: int
+    duplicates: int
+    unreadable: int
+    undecodable: int  # letters without a decoded original (only replayable raw)
+    retriable: int
+    by_reason: dict[str, int]
+    by_stage: dict[str, int]
+
+
+@dataclass
+class ReplayTally:
+    """The counts of a replay in progress; it selects each record it counts.
+
+    ``first_time`` remembers dead-letter keys (False for a key seen before); ``limit`` caps
+    the letters replayed.
+    """
+
+    replay_filter: ReplayFilter
+    first_time: Callable[[str], bool]
+    limit: int | None = None
+    read: int = 0
+    replayed: int = 0
+    skipped: int = 0
+    duplicates: int = 0
+    unreadable: int = 0
+    by_reason: Counter[str] = field(default_factory=Counter)
+    request_ids: list[str] = field(default_factory=list)
+    request_ids_truncated: bool = False
+
+    def full(self) -> bool:
+        """True once ``limit`` letters were replayed: the run reads no further."""
+        return self.limit is not None and self.replayed >= self.limit
+
+    def count(self, letter: DeadLetterEvent | None) -> bool:
+        """Count one record (None: not a dead letter); True when it is to be replayed."""
+        self.read += 1
+        verdict = select(letter, self.replay_filter, first_time=self.first_time)
+        if verdict is Verdict.REPLAY and letter is not None:
+            self._replay(letter)
+            return True
+        if verdict is Verdict.UNREADABLE:
+            self.unreadable += 1
+        elif verdict is Verdict.SKIP:
+            self.skipped += 1
+        else:
+            self.duplicates += 1
+        return False
+
+    def _replay(self, letter: DeadLetterEvent) -> None:
+        self.replayed += 1
+        self.by_reason[letter.reason] += 1
+        if letter.request_id is None:
+            return
+        if len(self.request_ids) < MAX_LISTED_IDS:
+            self.request_ids.append(letter.request_id)
+        else:
+            self.request_ids_truncated = True
+
+    def progress(self, total: int) -> ReplayProgress:
+        return ReplayProgress(self.read, total, self.replayed, self.skipped, self.unreadable)
+
+    def summary(self, group_id: str, *, dry_run: bool, complete: bool) -> ReplaySummary:
+        return ReplaySummary(
+            group_id=group_id,
+            dry_run=dry_run,
+            read=self.read,
+            replayed=self.replayed,
+            skipped=self.skipped,
+            duplicates=self.duplicates,
+            unreadable=self.unreadable,
+            by_reason=dict(self.by_reason),
+            request_ids=tuple(self.request_ids),
+            request_ids_truncated=self.request_ids_truncated,
+            complete=complete,
+        )
+
+
+@dataclass
+class StatsTally:
+    """The counts of a read of the whole topic: every letter once, none replayed."""
+
+    first_time: Callable[[str], bool]
+    read: int = 0
+    duplicates: int = 0
+    unreadable: int = 0
+    undecodable: int = 0
+    retriable: int = 0
+    by_reason: Counter[str] = field(default_factory=Counter)
+    by_stage: Counter[str] = field(default_factory=Counter)
+
+    def full(self) -> bool:
+        return False
+
+    def count(self, letter: DeadLetterEvent | None) -> bool:
+        """Count one record (None: not a dead letter); False, as nothing is replayed."""
+        self.read += 1
+        if letter is None:
+            self.unreadable += 1
+        elif not self.first_time(dead_letter_key(letter)):
+            self.duplicates += 1
+        else:
+            self.by_reason[letter.reason] += 1
+            self.by_stage[letter.stage] += 1
+            self.undecodable += letter.original is None
+            self.retriable += letter.retriable
+        return False
+
+    def progress(self, total: int) -> ReadProgress:
+        return ReadProgress(self.read, total)
+
+    def stats(self) -> DeadLetterStats:
+        return DeadLetterStats(
+            read=self.read,
+            letters=self.read - self.duplicates - self.unreadable,
+            duplicates=self.duplicates,
+            unreadable=self.unreadable,
+            undecodable=self.undecodable,
+            retriable=self.retriable,
+            by_reason=dict(self.by_reason),
+            by_stage=dict(self.by_stage),
+        )
