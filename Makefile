@@ -4,8 +4,11 @@ SHELL := /bin/bash
 # uv from PATH, else the uv that pip installs into this Python (run as a module: no PATH needed).
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PYTEST_ARGS ?=
+# Line and branch coverage of the product: --cov measures [tool.coverage.run] source (streams,
+# agents, providers, schemas, infra) with branch=true; the summary goes to the terminal.
+COVERAGE_ARGS := --cov --cov-report=term
 
-.PHONY: demo test unit integration lint typecheck bench setup kafka-jars clean
+.PHONY: demo test coverage unit integration lint typecheck bench setup kafka-jars clean
 
 setup:  ## Install uv if missing, then the locked environment (.venv)
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv \
@@ -18,15 +21,19 @@ demo: setup  ## The pipeline on the embedded broker with a demo workload
 test: setup  ## Every test: unit, contract, integration on real Apache Kafka, embedded smoke
 	@$(UV) run --frozen pytest $(PYTEST_ARGS)
 
+coverage: setup  ## Every test, then the product's line and branch coverage
+	@$(UV) run --frozen pytest $(COVERAGE_ARGS) $(PYTEST_ARGS)
+
 unit: setup
 	@$(UV) run --frozen pytest -m "not integration" $(PYTEST_ARGS)
 
 integration: setup
 	@$(UV) run --frozen pytest -m integration $(PYTEST_ARGS)
 
-lint: setup
+lint: setup  ## ruff (style, complexity), formatting, and the import layers (lint-imports)
 	@$(UV) run --frozen ruff check .
 	@$(UV) run --frozen ruff format --check .
+	@$(UV) run --frozen lint-imports
 
 typecheck: setup
 	@$(UV) run --frozen mypy

@@ -22,6 +22,9 @@ from providers.spec_file import SPEC_SUFFIXES, SpecError, load_spec_file, summar
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "callstream.providers"
+# Test doubles (the fake provider). Never part of the known set a worker activates by default:
+# loaded only when asked, by name (settings that select it) or with ``dev_providers=True``.
+DEV_ENTRY_POINT_GROUP = "callstream.dev_providers"
 # The field of each auth type that a settings-level ``secret`` replaces.
 _SECRET_FIELD = {
     "api_key": "key", "bearer": "token", "basic": "password",
@@ -58,10 +61,19 @@ class Registration:
     spec: ProviderSpec | None = None
     factory: type[Provider] = Provider
     error: str | None = None
+    # From DEV_ENTRY_POINT_GROUP: a test double, never served unless asked for.
+    dev: bool = False
 
 
 class ProviderRegistry:
-    """Known providers by name; later sources win: catalog < entry points < directories."""
+    """Known providers by name; later sources win: catalog < entry points < directories.
+
+    Test doubles (``callstream.dev_providers``) are not known by default: ``names()`` and so a
+    worker's default selection never include them. They are loaded when asked for: by name
+    (``registration``, ``create``, ``activate`` of a name the product does not declare, as
+    ``callstream dev``, the benchmarks and the tests do through ``[providers.fake]``), or all of
+    them with ``dev_providers=True`` (``callstream providers list --dev``).
+    """
 
     def __init__(
         self,
@@ -69,12 +81,15 @@ class ProviderRegistry:
         spec_dirs: Iterable[Path] = (),
         use_entry_points: bool = True,
         use_catalog: bool = True,
+        dev_providers: bool = False,
         fetch_token: FetchToken | None = None,
     ) -> None:
         self._spec_dirs = tuple(Path(d) for d in spec_dirs)
         self._use_entry_points, self._use_catalog = use_entry_points, use_catalog
+        self._dev_providers = dev_providers
         self._fetch_token = fetch_token
         self._known: dict[str, Registration] | None = None
+        self._asked: dict[str, Registration | None] = {}  # dev providers looked up by name
         self._active: dict[str, Provider] = {}
 
     @property
@@ -88,11 +103,11 @@ class ProviderRegistry:
 
     def registration(self, name: str) -> Registration:
         """The registration of ``name``, or UnknownProvider listing the known names."""
-        try:
-            return self.registrations[name]
-        except KeyError:
+        reg = self.registrations.get(name) or self._dev_registration(name)
+        if reg is None:
             known = ", ".join(self.names()) or "(none)"
-            raise UnknownProvider(f"unknown provider {name!r}; known: {known}") from None
+            raise UnknownProvider(f"unknown provider {name!r}; known: {known}")
+        return reg
 
     def spec(self, name: str) -> ProviderSpec:
         """The declared spec, or SpecError when its source is broken."""
@@ -125,6 +140,10 @@ class ProviderRegistry:
         self._active = {
             name: self.create(name, o) for name, o in chosen.items() if _enabled(o)
         }  # fmt: skip
+        for name in self._active:
+            if self.registration(name).dev:
+                log.warning("provider %s is a test double (%s): not for production use",
+                            name, DEV_ENTRY_POINT_GROUP)  # fmt: skip
         return dict(self._active)
 
     def get(self, name: str) -> Provider:
@@ -135,11 +154,22 @@ class ProviderRegistry:
             raise UnknownProvider(f"provider {name!r} is not active; active: {active}")
         return provider
 
+    def _dev_registration(self, name: str) -> Registration | None:
+        """The test double called ``name``, looked up only because it was asked for."""
+        if not self._use_entry_points or self._dev_providers:
+            return None  # not wanted, or already among the known
+        if name not in self._asked:
+            found = _from_entry_points(DEV_ENTRY_POINT_GROUP, only=name)
+            self._asked[name] = _without_duplicates(found).get(name)
+        return self._asked[name]
+
     def _discover(self) -> dict[str, Registration]:
         known: dict[str, Registration] = {}
+        use_dev = self._use_entry_points and self._dev_providers
         layers = [
             _from_files(catalog_files(), "catalog", short=True) if self._use_catalog else [],
-            _from_entry_points() if self._use_entry_points else [],
+            _from_entry_points(ENTRY_POINT_GROUP) if self._use_entry_points else [],
+            _from_entry_points(DEV_ENTRY_POINT_GROUP) if use_dev else [],
             *(_from_files(_spec_files(d), str(d)) for d in self._spec_dirs),
         ]
         for layer in layers:
@@ -205,18 +235,22 @@ def _from_files(paths: Iterable[Path], source: str, *, short: bool = False) -> l
     return out
 
 
-def _from_entry_points() -> list[Registration]:
+def _from_entry_points(group: str, *, only: str | None = None) -> list[Registration]:
     out = []
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        source = f"entry point {ep.value}"
+    dev = group == DEV_ENTRY_POINT_GROUP
+    for ep in entry_points(group=group):
+        if only is not None and ep.name != only:
+            continue
+        source = f"{'dev ' if dev else ''}entry point {ep.value}"
         try:
             spec, factory = _resolve(ep.load(), ep.name)
         except Exception as exc:  # a broken plugin must not hide the others
             # Reported when the name is listed or activated, not at every discovery.
             log.info("provider entry point %s is unusable: %s", ep.name, exc)
-            out.append(Registration(ep.name, source, error=f"{type(exc).__name__}: {exc}"))
+            error = f"{type(exc).__name__}: {exc}"
+            out.append(Registration(ep.name, source, error=error, dev=dev))
             continue
-        out.append(Registration(ep.name, source, spec, factory))
+        out.append(Registration(ep.name, source, spec, factory, dev=dev))
     return out
 
 
@@ -241,6 +275,6 @@ def _without_duplicates(layer: list[Registration]) -> dict[str, Registration]:
     for reg in layer:
         if (first := seen.get(reg.name)) is not None:
             error = f"declared twice: {first.source} and {reg.source}"
-            reg = Registration(reg.name, reg.source, error=error)
+            reg = Registration(reg.name, reg.source, error=error, dev=reg.dev)
         seen[reg.name] = reg
     return seen

@@ -27,9 +27,9 @@ app.add_typer(dlq_app, name="dlq")
 def _register_optional_commands() -> None:
     # Imported here so `callstream --help` stays fast and a broken optional part
     # cannot stop the others from loading.
-    from streams.cli.bench_cmd import bench_app
-    from streams.cli.broker_cmd import broker_app
-    from streams.cli.dev_cmd import dev
+    from streams.cli.dev.bench_cmd import bench_app
+    from streams.cli.dev.broker_cmd import broker_app
+    from streams.cli.dev.dev_cmd import dev
     from streams.cli.providers_cmd import providers_app
     from streams.cli.worker_cmd import worker
 

@@ -41,7 +41,11 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _context(
-    config: Path | None, spec_dirs: list[Path] | None, client: ProviderClient | None = None
+    config: Path | None,
+    spec_dirs: list[Path] | None,
+    client: ProviderClient | None = None,
+    *,
+    dev: bool = False,
 ) -> tuple[ProviderRegistry, Settings]:
     try:
         settings = settings_from(config)
@@ -49,13 +53,20 @@ def _context(
         fail(str(exc))
     dirs = [*settings.provider_dirs, *(spec_dirs or [])]
     fetch_token = client.fetch_token if client is not None else None
-    return ProviderRegistry(spec_dirs=dirs, fetch_token=fetch_token), settings
+    registry = ProviderRegistry(spec_dirs=dirs, dev_providers=dev, fetch_token=fetch_token)
+    return registry, settings
 
 
 @providers_app.command("list")
-def list_providers(config: ConfigOption = None, spec_dir: SpecDirOption = None) -> None:
+def list_providers(
+    config: ConfigOption = None,
+    spec_dir: SpecDirOption = None,
+    dev: Annotated[
+        bool, typer.Option("--dev", help="Also list the test doubles (the fake provider).")
+    ] = False,
+) -> None:
     """List every known provider: name, operations, auth, capability, source."""
-    registry, _ = _context(config, spec_dir)
+    registry, _ = _context(config, spec_dir, dev=dev)
     try:
         registrations = registry.registrations
     except SpecError as exc:

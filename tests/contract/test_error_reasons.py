@@ -30,5 +30,11 @@ def test_entry_point_fake_loads():
 
     from providers.declaration import ProviderSpec
 
-    (point,) = [p for p in entry_points(group="callstream.providers") if p.name == "fake"]
+    (point,) = [p for p in entry_points(group="callstream.dev_providers") if p.name == "fake"]
     assert isinstance(point.load(), ProviderSpec)
+
+
+def test_the_product_group_ships_no_test_double():
+    from importlib.metadata import entry_points
+
+    assert "fake" not in {p.name for p in entry_points(group="callstream.providers")}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.test_broker import open_test_broker
-from streams.cli.processes import Child, start_fake_provider, start_worker, wait_worker_ready
+from infra.session_broker import open_test_broker
+from streams.cli.dev.processes import Child, start_fake_provider, start_worker, wait_worker_ready
 from streams.settings import KafkaSettings, ProviderSettings, Settings, TopicSettings
 
 API_KEY = "test-key-0123456789"

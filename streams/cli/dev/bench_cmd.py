@@ -19,10 +19,15 @@ from rich.table import Table
 
 from infra.broker import start_broker
 from streams.cli.common import run, use_event_loop
-from streams.cli.dev_cmd import DEMO_API_KEY, worker_env
-from streams.cli.processes import scratch_dir, start_fake_provider, start_worker, wait_worker_ready
-from streams.cli.ratelimit import collect_results, limit_figures
-from streams.cli.throughput import (
+from streams.cli.dev.dev_cmd import DEMO_API_KEY, worker_env
+from streams.cli.dev.processes import (
+    scratch_dir,
+    start_fake_provider,
+    start_worker,
+    wait_worker_ready,
+)
+from streams.cli.dev.ratelimit import collect_results, limit_figures
+from streams.cli.dev.throughput import (
     CPU_ROLES,
     JitActivity,
     MachineCpu,
@@ -369,7 +374,7 @@ def _ms(value: float | None) -> str:
 @bench_app.command("codec")
 def codec(n: Annotated[int, typer.Option("-n", min=100)] = 20_000) -> None:
     """Avro encode/decode cost per event: the `avro` package against `fastavro`."""
-    from schemas.bench import format_report, run_codec_bench
+    from schemas.tools.bench import format_report, run_codec_bench
 
     typer.echo(format_report(run_codec_bench(n)))
 

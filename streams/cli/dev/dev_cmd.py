@@ -15,8 +15,8 @@ from rich.table import Table
 
 from infra.broker import start_broker
 from streams.cli.common import run
-from streams.cli.demo import GARBAGE, OutcomeTally, demo_requests
-from streams.cli.processes import (
+from streams.cli.dev.demo import GARBAGE, OutcomeTally, demo_requests
+from streams.cli.dev.processes import (
     Child,
     scratch_dir,
     start_fake_provider,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.models import RequestEvent, ResultEvent
-from streams.cli.roundtrip import round_trip
+from streams.cli.dev.roundtrip import round_trip
 from streams.settings import Settings
 
 

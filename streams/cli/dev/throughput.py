@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from schemas.models import RequestEvent
-from streams.cli.roundtrip import round_trip
+from streams.cli.dev.roundtrip import round_trip
 from streams.settings import Settings
 
 # The processes whose CPU a run measures, by role.

@@ -7,21 +7,21 @@ from collections.abc import Iterator
 
 import pytest
 
-from infra import test_broker
+from infra import session_broker
 from infra.broker import start_broker
 from infra.errors import BrokerStartError
 
 
 def test_external_bootstrap_wins_and_nothing_is_probed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(test_broker.BOOTSTRAP_ENV, "127.0.0.1:19092")
+    monkeypatch.setenv(session_broker.BOOTSTRAP_ENV, "127.0.0.1:19092")
 
     def not_called() -> tuple[bool, str]:
         raise AssertionError("Docker must not be probed for an external cluster")
 
-    monkeypatch.setattr(test_broker, "docker_engine_available", not_called)
-    with test_broker.open_test_broker() as (bootstrap, description):
+    monkeypatch.setattr(session_broker, "docker_engine_available", not_called)
+    with session_broker.open_test_broker() as (bootstrap, description):
         assert bootstrap == "127.0.0.1:19092"
-        assert test_broker.BOOTSTRAP_ENV in description
+        assert session_broker.BOOTSTRAP_ENV in description
 
 
 class _FakeCluster:
@@ -41,21 +41,23 @@ class _FakeCluster:
 def test_without_docker_the_infra_cluster_is_used_and_says_why(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv(test_broker.BOOTSTRAP_ENV, raising=False)
-    monkeypatch.setattr(test_broker, "docker_engine_available", lambda: (False, "no engine here"))
-    monkeypatch.setattr(test_broker, "KafkaCluster", _FakeCluster)
-    with test_broker.open_test_broker() as (bootstrap, description):
+    monkeypatch.delenv(session_broker.BOOTSTRAP_ENV, raising=False)
+    monkeypatch.setattr(
+        session_broker, "docker_engine_available", lambda: (False, "no engine here")
+    )
+    monkeypatch.setattr(session_broker, "KafkaCluster", _FakeCluster)
+    with session_broker.open_test_broker() as (bootstrap, description):
         assert bootstrap == "127.0.0.1:1"
         assert "from infra" in description
         assert "no engine here" in description
 
 
 def test_docker_without_testcontainers_falls_back_to_infra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(test_broker.BOOTSTRAP_ENV, raising=False)
-    monkeypatch.setattr(test_broker, "docker_engine_available", lambda: (True, "engine 27"))
-    monkeypatch.setattr(test_broker, "_testcontainers_installed", lambda: False)
-    monkeypatch.setattr(test_broker, "KafkaCluster", _FakeCluster)
-    with test_broker.open_test_broker() as (_, description):
+    monkeypatch.delenv(session_broker.BOOTSTRAP_ENV, raising=False)
+    monkeypatch.setattr(session_broker, "docker_engine_available", lambda: (True, "engine 27"))
+    monkeypatch.setattr(session_broker, "_testcontainers_installed", lambda: False)
+    monkeypatch.setattr(session_broker, "KafkaCluster", _FakeCluster)
+    with session_broker.open_test_broker() as (_, description):
         assert "testcontainers is not installed" in description
 
 
@@ -64,17 +66,20 @@ def test_docker_with_testcontainers_uses_the_container(monkeypatch: pytest.Monke
     def container() -> Iterator[tuple[str, str]]:
         yield "localhost:32768", "container"
 
-    monkeypatch.delenv(test_broker.BOOTSTRAP_ENV, raising=False)
-    monkeypatch.setattr(test_broker, "docker_engine_available", lambda: (True, "engine 27"))
-    monkeypatch.setattr(test_broker, "_testcontainers_installed", lambda: True)
-    monkeypatch.setattr(test_broker, "_container_broker", container)
-    with test_broker.open_test_broker() as broker:
+    monkeypatch.delenv(session_broker.BOOTSTRAP_ENV, raising=False)
+    monkeypatch.setattr(session_broker, "docker_engine_available", lambda: (True, "engine 27"))
+    monkeypatch.setattr(session_broker, "_testcontainers_installed", lambda: True)
+    monkeypatch.setattr(session_broker, "_container_broker", container)
+    with session_broker.open_test_broker() as broker:
         assert broker == ("localhost:32768", "container")
 
 
 def test_docker_probes_always_give_a_reason() -> None:
     # Where no engine runs, this also proves the SDK's leaked socket does not fail the session.
-    for available, reason in (test_broker.docker_engine_available(), test_broker._ping_with_sdk()):
+    for available, reason in (
+        session_broker.docker_engine_available(),
+        session_broker._ping_with_sdk(),
+    ):
         assert isinstance(available, bool)
         assert reason
 

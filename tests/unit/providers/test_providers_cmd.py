@@ -118,3 +118,18 @@ def test_check_unknown_operation(loopback: str) -> None:
         2,
         "error: open_meteo has no operation 'nope'; operations: get_forecast\n",
     )
+
+
+def test_list_with_an_empty_configuration_lists_no_test_provider(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    empty = tmp_path / "callstream.toml"
+    empty.write_text("")
+    monkeypatch.setenv("CALLSTREAM_CONFIG", str(empty))
+    code, out, _ = run("list")
+    assert code == 0
+    listed = {line.split()[0] for line in out.splitlines()}
+    assert listed == {"github", "stripe", "openai", "open_meteo", "slack", "openweathermap"}
+    code, out, _ = run("list", "--dev")
+    assert code == 0
+    assert {line.split()[0] for line in out.splitlines()} == {*listed, "fake"}

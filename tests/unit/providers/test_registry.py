@@ -143,3 +143,40 @@ def test_override_and_secret_errors(
     monkeypatch.delenv("GITHUB_TOKEN", raising=False)
     with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
         ProviderRegistry(use_entry_points=False).create(name, overrides)
+
+
+def test_test_doubles_are_not_known_by_default() -> None:
+    registry = ProviderRegistry()
+    assert "fake" not in registry.names()
+    assert set(registry.names()) >= CATALOG
+
+
+def test_a_test_double_is_loaded_when_asked_for_by_name(caplog: pytest.LogCaptureFixture) -> None:
+    registry = ProviderRegistry()
+    assert registry.registration("fake").dev
+    assert set(registry.activate(["fake"])) == {"fake"}
+    assert "fake is a test double" in caplog.text
+    assert "fake" not in registry.names()  # asking for it does not make it listed
+
+
+def test_dev_providers_lists_the_test_doubles() -> None:
+    registration = ProviderRegistry(dev_providers=True).registrations["fake"]
+    assert registration.dev
+    assert registration.source == "dev entry point providers.fake.provider:FAKE_PROVIDER"
+
+
+def test_without_entry_points_no_test_double_is_found() -> None:
+    with pytest.raises(UnknownProvider, match="unknown provider 'fake'"):
+        ProviderRegistry(use_entry_points=False).registration("fake")
+
+
+def test_a_worker_with_no_provider_section_activates_no_test_double(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streams.composition import activate_providers
+
+    for name in ("GITHUB_TOKEN", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    active = activate_providers(ProviderRegistry(), {})
+    assert "open_meteo" in active  # the default selection did run: it has no secret to resolve
+    assert "fake" not in active

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.bench import sample_dead_letter, sample_request, sample_result
 from schemas.catalog import SchemaVersion, current_schema, load_schema, released_schemas
 from schemas.codec import Codecs, EventCodec
 from schemas.errors import DecodeError, EncodeError
 from schemas.models import AttemptRecord, DeadLetterEvent, RequestEvent, ResultEvent, ResultStatus
+from schemas.tools.bench import sample_dead_letter, sample_request, sample_result
 
 CODECS = Codecs()
 DEAD_LETTER_BYTES = CODECS.dead_letter.encode(sample_dead_letter())

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from schemas.bench import sample_request
 from schemas.catalog import EVENT_NAMES, SchemaVersion, current_schema, load_schema
 from schemas.codec import Codecs, EventCodec
 from schemas.errors import DecodeError
 from schemas.framing import ConfluentFraming, SingleObjectFraming
 from schemas.models import RequestEvent
+from schemas.tools.bench import sample_request
 
 
 class MemorySchemaIds:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import traceback
+from pathlib import Path
 
 import pytest
 
 from providers.auth.config import parse_auth_config
-from providers.auth.errors import SecretResolutionError
+from providers.auth.errors import AuthConfigError
 from providers.auth.factory import build_signer
 from providers.auth.oauth2_flow import TokenResponse
 from providers.auth.request import PreparedRequest
+from tests.unit.providers.auth.certs import TlsMaterial
 
 SECRET = "zz-top-secret-42"
 CONFIGS = [
@@ -57,8 +60,30 @@ async def test_nothing_printable_contains_the_secret(data, caplog):
     assert token is None or SECRET not in repr(token)
 
 
-def test_exception_messages(tmp_path):
-    for ref in (f"file:{tmp_path}/nope", "env:FAKE_NOT_THERE"):
-        with pytest.raises(SecretResolutionError) as info:
-            build_signer(parse_auth_config({"type": "bearer", "token": ref}))
-        assert SECRET not in str(info.value)
+def _undecodable_file(directory: Path) -> str:
+    path = directory / "token"
+    path.write_bytes(SECRET.encode() + b"\xff\n")  # read, then refused as not UTF-8
+    return f"file:{path}"
+
+
+def _failing_configs(tmp_path: Path, tls: TlsMaterial) -> list[dict[str, object]]:
+    """Configs whose secret is read (or held) before building the signer fails."""
+    return [
+        {"type": "bearer", "token": _undecodable_file(tmp_path)},
+        # The key password resolves to SECRET, is handed to openssl, and is the wrong one.
+        {"type": "mtls", "cert_file": str(tls.client_cert),
+         "key_file": str(tls.client_key_encrypted), "key_password": "env:LEAK_TEST_PASSWORD"},
+        # Refused for want of a token fetcher, with the client secret already in the config.
+        {"type": "oauth2_client_credentials", "token_url": "https://id.test/t",
+         "client_id": "c", "client_secret": SECRET},
+    ]  # fmt: skip
+
+
+def test_exception_messages(tmp_path, tls_material, monkeypatch):
+    monkeypatch.setenv("LEAK_TEST_PASSWORD", SECRET)
+    for data in _failing_configs(tmp_path, tls_material):
+        with pytest.raises(AuthConfigError) as info:
+            build_signer(parse_auth_config(data))
+        shown = "".join(traceback.format_exception(info.value))  # what a log would print
+        assert SECRET not in str(info.value), data["type"]
+        assert SECRET not in shown, data["type"]

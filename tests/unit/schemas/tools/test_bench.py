@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from schemas.bench import format_report, run_codec_bench, sample_request, sample_result
 from schemas.codec import Codecs
+from schemas.tools.bench import format_report, run_codec_bench, sample_request, sample_result
 
 
 def test_bench_times_both_directions_of_each_event():

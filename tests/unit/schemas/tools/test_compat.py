@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 
 from schemas.catalog import EVENT_NAMES, current_schema
-from schemas.compat import CompatProblem, check_all, check_released, read_problems, sample_data
+from schemas.tools.compat import (
+    CompatProblem,
+    check_all,
+    check_released,
+    read_problems,
+    sample_data,
+)
 
 
 def _current(name: str) -> dict[str, Any]:

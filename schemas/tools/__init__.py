@@ -1,0 +1,1 @@
+"""Tooling around the wire contract (codec benchmark, compatibility checks); not the contract."""

@@ -1,0 +1,1 @@
+"""Unit tests of the wire contract tooling: codec benchmark, compatibility checks."""
