@@ -5,12 +5,13 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from providers.auth.factory import build_signer
+from providers.auth.flow import AuthFlow
 from providers.auth.oauth2_flow import FetchToken
 from providers.auth.request import PreparedRequest
-from providers.auth.signer import Signer, SyncSigner
+from providers.auth.signer import Signer
 from providers.declaration import ProviderSpec
 from providers.errors import (
     AuthFailed,
@@ -26,7 +27,7 @@ from providers.errors import (
 )
 from providers.operation import CompiledOperation
 from providers.response import (
-    ProviderResponse,
+    ProviderReply,
     RateLimitInfo,
     RateLimitReader,
     headers_to_keep,
@@ -44,6 +45,18 @@ _BY_REASON: dict[str, type[ProviderError]] = {
                 ProviderUnavailable, RateLimited)
 }  # fmt: skip
 _MESSAGE_CHARS = 200
+
+
+class SignedRequest(NamedTuple):
+    """What a provider hands the client for one call: the signed request and how to send it
+    (a NamedTuple: one per call)."""
+
+    request: PreparedRequest
+    timeout_s: float
+    max_response_bytes: int
+    ssl: ssl.SSLContext | None
+    # Signed again if the auth flow asks to send once more.
+    unsigned: PreparedRequest
 
 
 class Provider:
@@ -76,8 +89,10 @@ class Provider:
         self.spec = spec
         self.name = spec.name
         self.signer = signer or build_signer(spec.auth, fetch_token=fetch_token)
-        # Static credentials cannot get better by asking again; token-based ones can.
-        self.refreshable_auth = not isinstance(self.signer, SyncSigner)
+        self.auth = AuthFlow(self.signer)
+        context = getattr(self.signer, "ssl_context", None)
+        # The TLS context the client must use (mTLS), or None for the default.
+        self.ssl = context if isinstance(context, ssl.SSLContext) else None
         self._operations = {n: CompiledOperation(n, op, spec) for n, op in spec.operations.items()}
         self._units = {
             n: tuple((tuple(p.split(".")), price) for p, price in op.cost.per_unit.items())
@@ -104,17 +119,19 @@ class Provider:
         """The unsigned request for ``event``; pure, raises a PermanentError on bad input."""
         return self.operation(event.operation).build(event)
 
-    def timeout_s(self, operation: str) -> float:
-        return self.operation(operation).timeout_s
+    async def prepare(self, event: RequestEvent, *, now: float) -> SignedRequest:
+        """The one signed request for ``event``, with its timeout, response cap and TLS context.
 
-    async def sign(self, request: PreparedRequest, *, now: float) -> PreparedRequest:
-        return await self.signer.sign(request, now=now)
+        Args:
+            now: wall-clock epoch seconds, for signing.
 
-    @property
-    def ssl(self) -> ssl.SSLContext | None:
-        """The TLS context the client must use (mTLS), or None for the default."""
-        context = getattr(self.signer, "ssl_context", None)
-        return context if isinstance(context, ssl.SSLContext) else None
+        Raises:
+            PermanentError: bad input (from ``build_request``); ProviderError: no credentials.
+        """
+        unsigned = self.build_request(event)
+        signed = await self.auth.first(unsigned, now=now)
+        timeout_s = self.operation(event.operation).timeout_s
+        return SignedRequest(signed, timeout_s, self.spec.max_response_bytes, self.ssl, unsigned)
 
     def classify(
         self,
@@ -124,13 +141,16 @@ class Provider:
         *,
         operation: str,
         now: float | None = None,
-    ) -> ProviderResponse:
-        """The successful response, or the ProviderError subclass the answer means.
+        latency_s: float = 0.0,
+        sends: int = 1,
+    ) -> ProviderReply:
+        """The successful reply, or the ProviderError subclass the answer means.
 
         Args:
             status: HTTP status; headers: response headers (any case); body: the raw body.
             operation: the operation called (response type and cost).
             now: wall-clock epoch seconds, for epoch reset headers; ``time.time()`` if None.
+            latency_s, sends: how the call went, carried on the reply.
         """
         op = self.operation(operation)
         if len(body) > self.spec.max_response_bytes:
@@ -144,13 +164,18 @@ class Provider:
         data = load_json(body) if self._ok_path or self._units[operation] else None
         if self._ok_path and json_at(data, self._ok_path) is False:
             raise self.error_for(status, lowered, body, limits, now=now, data=data)
-        return ProviderResponse(
-            status=status,
-            body=body,
-            headers=kept_headers(lowered, self._keep),
-            cost=self._cost(operation, data),
-            rate_limits=limits,
-            response_type=op.spec.response_type,
+        retry_after = retry_after_s(lowered, now=now) if "retry-after" in lowered else None
+        return ProviderReply(
+            status,
+            body,
+            kept_headers(lowered, self._keep),
+            self._cost(operation, data),
+            limits,
+            op.spec.response_type,
+            latency_s,
+            self.name,
+            sends,
+            retry_after,
         )
 
     def error_for(

@@ -17,7 +17,7 @@ from providers.auth.oauth2_flow import TokenResponse
 from providers.auth.request import PreparedRequest
 from providers.base import Provider
 from providers.errors import BodyTooLarge, ProviderError, ProviderTimeout, ProviderUnavailable
-from providers.response import ProviderResponse
+from providers.response import ProviderReply
 from schemas.models import RequestEvent
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,7 @@ class ClientConfig:
 class RawResponse(NamedTuple):
     """What came back, before classification (``headers`` are case-insensitive).
 
-    This and CallResult are NamedTuples: built once per call, and a frozen dataclass costs
-    about three times as much to build.
+    A NamedTuple: built once per send, and a frozen dataclass costs about three times as much.
     """
 
     status: int
@@ -57,12 +56,9 @@ class RawResponse(NamedTuple):
         return f"RawResponse(status={self.status}, body=<{len(self.body)} bytes>)"
 
 
-class CallResult(NamedTuple):
-    """A successful call: the classified response, total latency and how many sends it took."""
-
-    response: ProviderResponse
-    latency_s: float
-    sends: int = 1
+# The former name of a call's result, which is now the reply itself (``result.response``,
+# ``result.latency_s`` and ``result.sends`` still read): streams/cli/providers_cmd.py uses it.
+CallResult = ProviderReply
 
 
 # What a failed exchange can raise besides our own errors (asyncio's and aiohttp's timeouts
@@ -162,8 +158,8 @@ class ProviderClient:
 
     async def call(
         self, provider: Provider, event: RequestEvent, *, now: float | None = None
-    ) -> CallResult:
-        """Build, sign, send and classify one call; on a 401 with refreshable auth, retry once.
+    ) -> ProviderReply:
+        """Send the provider's signed request, as often as its auth flow asks, and classify.
 
         Args:
             now: wall-clock epoch seconds for signing and reset headers; ``time.time()`` if None.
@@ -171,26 +167,31 @@ class ProviderClient:
         Raises:
             ProviderError: any subclass; nothing else escapes for a failed call.
         """
-        prepared = provider.build_request(event)
-        timeout_s = provider.timeout_s(event.operation)
-        latency_s, sends = 0.0, 0
+        wall = time.time() if now is None else now
+        out = await provider.prepare(event, now=wall)
+        sent, latency_s, sends = out.request, 0.0, 0
         while True:
-            signed = await provider.sign(prepared, now=time.time() if now is None else now)
             raw = await self.send(
-                signed,
-                timeout_s=timeout_s,
-                max_response_bytes=provider.spec.max_response_bytes,
-                ssl=provider.ssl,
+                sent,
+                timeout_s=out.timeout_s,
+                max_response_bytes=out.max_response_bytes,
+                ssl=out.ssl,
             )
             latency_s, sends = latency_s + raw.latency_s, sends + 1
-            if raw.status != 401 or sends > 1 or not provider.refreshable_auth:
+            again = provider.auth.then(out.unsigned, sent, raw.status, sends=sends, now=wall)
+            if again is None:
                 break
-            provider.signer.on_unauthorized(signed)
+            sent = await again
         log.debug("%s.%s: HTTP %s in %.3f s", provider.name, event.operation, raw.status, latency_s)
-        response = provider.classify(
-            raw.status, raw.headers, raw.body, operation=event.operation, now=now
+        return provider.classify(
+            raw.status,
+            raw.headers,
+            raw.body,
+            operation=event.operation,
+            now=now,  # None: the arrival time, for epoch reset headers
+            latency_s=latency_s,
+            sends=sends,
         )
-        return CallResult(response, latency_s, sends)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -18,6 +18,7 @@ _KEPT_HEADERS = frozenset(
 )
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
 class RateLimitInfo(NamedTuple):
@@ -36,25 +37,43 @@ class RateLimitInfo(NamedTuple):
         return self.remaining == 0
 
 
-class ProviderResponse(NamedTuple):
-    """A successful (2xx, not an app-level error) answer of one operation (a NamedTuple, like
+# Shared by every reply of a provider that declares no rate-limit headers (most): no dict each.
+_NO_LIMITS: Mapping[str, RateLimitInfo] = MappingProxyType({})
+
+
+class ProviderReply(NamedTuple):
+    """A successful (2xx, not an app-level error) answer of one call, classified: the one reply
+    type from the provider's classification to the ``Caller`` (a NamedTuple, like
     RateLimitInfo: one per call)."""
 
     status: int
     body: bytes
     # Selected headers, names lower-cased: content and caching, rate limits, request ids.
-    headers: Mapping[str, str] = MappingProxyType({})
+    headers: Mapping[str, str] = _NO_HEADERS
     cost: float = 0.0
     # Dimension ("requests", "tokens") → info, in the order the spec declares them.
-    rate_limits: Mapping[str, RateLimitInfo] = MappingProxyType({})
+    rate_limits: Mapping[str, RateLimitInfo] = _NO_LIMITS
     response_type: str = "json"
+    # Request sent to response read, over every send of the call.
+    latency_s: float = 0.0
+    provider: str = ""
+    # 2 when the auth flow sent the request once more (a 401 with refreshable credentials).
+    sends: int = 1
+    # The provider's Retry-After, when a successful answer carried one.
+    retry_after_s: float | None = None
 
     def __repr__(self) -> str:
         return (
-            f"ProviderResponse(status={self.status}, body=<{len(self.body)} bytes>, "
+            f"ProviderReply(status={self.status}, body=<{len(self.body)} bytes>, "
             f"headers={dict(self.headers)!r}, cost={self.cost!r}, "
-            f"rate_limits={dict(self.rate_limits)!r}, response_type={self.response_type!r})"
+            f"rate_limits={dict(self.rate_limits)!r}, response_type={self.response_type!r}, "
+            f"latency_s={self.latency_s!r}, provider={self.provider!r}, sends={self.sends})"
         )
+
+    @property
+    def response(self) -> ProviderReply:
+        """The reply itself: callers written for the former (response, latency) pair read on."""
+        return self
 
     @property
     def rate_limit(self) -> RateLimitInfo | None:
@@ -100,8 +119,10 @@ class RateLimitReader:
         )  # fmt: skip
         self.names = frozenset(n for d in self._dimensions for n in d[1:4] if n)
 
-    def read(self, headers: Mapping[str, str], *, now: float) -> dict[str, RateLimitInfo]:
+    def read(self, headers: Mapping[str, str], *, now: float) -> Mapping[str, RateLimitInfo]:
         """Each declared dimension found in lower-cased ``headers``, in declaration order."""
+        if not self._dimensions:
+            return _NO_LIMITS
         out: dict[str, RateLimitInfo] = {}
         for dimension, limit, remaining, reset, kind in self._dimensions:
             values = headers.get(limit), headers.get(remaining), headers.get(reset)

@@ -3,11 +3,41 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 # Provider latency buckets: from a cached-at-the-edge 5 ms to a slow LLM call.
 _LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class LabelledCache(dict[str | tuple[str, ...], M]):
+    """The labelled children of one metric, each made on first use: ``cache["openai"]`` or
+    ``cache["openai", "ok"]`` is ``metric.labels(...)`` without its lock and key-building on
+    every call (hot path). A dict subclass, so a hit is a plain dict lookup.
+
+    ``fixed`` label values go after the key's: ``LabelledCache(calls, "ok")["openai"]`` is
+    ``calls.labels("openai", "ok")``. Keys must come from a bounded set (configured providers,
+    statuses, reasons): each one keeps a child, as Prometheus does.
+    """
+
+    __slots__ = ("_fixed", "_metric")
+
+    def __init__(self, metric: M, *fixed: str) -> None:
+        super().__init__()
+        self._metric = metric
+        self._fixed = fixed
+
+    def __missing__(self, key: str | tuple[str, ...]) -> M:
+        values = key if isinstance(key, tuple) else (key,)
+        child = self[key] = self._metric.labels(*values, *self._fixed)
+        return child
+
+    def __repr__(self) -> str:
+        return f"LabelledCache({self._metric!r}, children={len(self)})"
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
-from types import MappingProxyType
-from typing import NamedTuple, Protocol
+from collections.abc import Callable, Collection
+from typing import Protocol
 
 from agents.outcomes import dead_letter, result
 from agents.rate_limiter.limiter import Admission, Limiter
 from providers.errors import NotAllowed, ProviderError, RateLimited, UnknownProvider
+from providers.response import ProviderReply
 from schemas.errors import DecodeError
 from schemas.models import AttemptRecord, RequestEvent, ResultStatus, now_ms
 from streams.stage.no_return import PointOfNoReturn
@@ -25,24 +25,12 @@ from streams.stage.records import Forward, Outcome, SourceRecord
 
 log = logging.getLogger(__name__)
 
-_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
-
-
-class ProviderReply(NamedTuple):
-    """A successful provider answer, reduced to what a result carries (a NamedTuple: one is
-    built per call, see ``streams.stage.records``)."""
-
-    http_status: int
-    body: bytes | None
-    content_type: str | None
-    headers: Mapping[str, str] = _NO_HEADERS
-    latency_s: float = 0.0
-    cost: float = 0.0
-    provider_used: str | None = None
-
 
 class ProviderGateway(Protocol):
-    """Calls the provider a request names; raises a ``ProviderError`` subclass on failure."""
+    """Calls the provider a request names; raises a ``ProviderError`` subclass on failure.
+
+    The reply comes back as the provider classified it, rate-limit headers included.
+    """
 
     async def call(self, request: RequestEvent) -> ProviderReply: ...
 
@@ -112,8 +100,7 @@ class Caller:
             return self._dead(
                 source, reason=refusal.reason, error=refusal, stage="admission", request=request
             )
-        now = self._clock_ms()
-        if request.deadline_at_ms is not None and now >= request.deadline_at_ms:
+        if request.deadline_passed(self._clock_ms() / 1000):
             return self._ended(request, ResultStatus.EXPIRED, "deadline_passed")
         if self._limiter is None:
             return await self._call(source, request)
@@ -159,13 +146,15 @@ class Caller:
                 error_message=str(exc)[:500],
             )
             return self._failed(source, request, exc, attempt)
+        if reply.rate_limits and self._limiter is not None:  # most providers send none
+            self._limiter.observe(request, source.partition, reply.rate_limit)
         done = result(
             request,
             ResultStatus.OK,
             now_ms=self._clock_ms(),
             attempts=request.attempt,
-            provider_used=reply.provider_used or request.provider,
-            http_status=reply.http_status,
+            provider_used=reply.provider or request.provider,
+            http_status=reply.status,
             body=reply.body,
             content_type=reply.content_type,
             headers=reply.headers,

@@ -17,15 +17,14 @@ import time
 from collections.abc import Callable, Iterable
 from typing import NamedTuple, Protocol
 
-from prometheus_client import Histogram
-
 from agents.rate_limiter.book import LimitBook
 from agents.rate_limiter.bucket import Bucket, available, observe_provider_headers
 from agents.rate_limiter.gate import BucketGate
-from agents.rate_limiter.quota import QuotaState, Verdict, check_and_count
+from agents.rate_limiter.quota import QuotaPolicy, QuotaState, Verdict, check_and_count
 from agents.rate_limiter.waiting_room import WaitingRoom
+from providers.response import RateLimitInfo
 from schemas.models import RequestEvent
-from streams.metrics import Metrics
+from streams.metrics import LabelledCache, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -85,32 +84,38 @@ class PartitionLimiter:
     async def acquire(
         self, request: RequestEvent, key: str, *, not_before: float | None = None
     ) -> Admission:
-        """Wait until ``key`` has a token for the request, or its deadline passes."""
+        """Wait until ``key`` has a token for the request, or its deadline passes.
+
+        Args:
+            not_before: hold the request in the waiting room until then (a quota reset).
+        """
         now = self._clock()
         # Nobody waits for this key: no order to keep, take the token straight away.
         idle = not_before is None and not self._waiting.count(key)
         if idle and self._gate.try_take(key, 1, now) == 0.0:
             return Admission.GO
         ticket: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
-        deadline = request.deadline_at_ms / 1000 if request.deadline_at_ms is not None else None
         self._waiting.push(
             ticket,
             key=key,
             priority=request.priority,
-            deadline_at=deadline,
+            deadline_at=request.deadline_s,
             enqueued_at=now,
             not_before=not_before,
         )
         self._wake.set()
         return await ticket
 
-    def observe_exhausted(self, key: str, *, reset_s: float) -> None:
-        """The provider says the limit is used up for ``reset_s``: send nothing before then."""
+    def observe(self, key: str, *, remaining: int, reset_s: float | None) -> None:
+        """The provider's word on ``key``: ``remaining`` calls before ``reset_s`` (None: unsaid).
+
+        Only ever lowers our estimate (``observe_provider_headers``).
+        """
         bucket = self._buckets.get(key)
         if bucket is not None:
             self._buckets[key] = observe_provider_headers(
                 bucket,
-                remaining=0,
+                remaining=remaining,
                 reset_s=reset_s,
                 now=self._clock(),
                 policy=self._book.policy_for(key),
@@ -167,16 +172,8 @@ class Limiter:
         self._metrics = metrics
         self._clock = clock
         self._partitions: dict[int, PartitionLimiter] = {}
-        # provider -> its labelled wait histogram: labels() takes a lock on every call.
-        self._wait_histograms: dict[str, Histogram] = {}
-
-    def _wait_histogram(self, provider: str) -> Histogram:
-        histogram = self._wait_histograms.get(provider)
-        if histogram is None:  # bounded: admit only sees configured providers
-            histogram = self._wait_histograms[provider] = self._metrics.limiter_wait_seconds.labels(
-                provider
-            )
-        return histogram
+        # By provider; bounded: admit only sees configured providers.
+        self._wait_histograms = LabelledCache(metrics.limiter_wait_seconds)
 
     def limit_key(self, request: RequestEvent) -> str:
         return self._book.limit_key(request.provider, request.request_id)
@@ -211,41 +208,72 @@ class Limiter:
         if limiter is None:  # revoked between fetch and admission
             raise asyncio.CancelledError
         quota = self._book.quota_for(request.tenant, request.provider)
+        resets_at = None
         if quota is not None:
-            quota_key = f"{request.tenant}/{key}".encode()
-            raw = self._quotas.get(partition, quota_key)
-            state = QuotaState.from_bytes(raw) if raw else QuotaState()
-            state_after, decision = check_and_count(state, now=started, policy=quota)
-            if decision.verdict is Verdict.REJECT:
-                self._metrics.limiter_refusals.labels(request.provider, "quota_exceeded").inc()
-                return Decision(
-                    Admission.REJECTED,
-                    "quota_exceeded",
-                    key,
-                    retry_after_s=decision.retry_after_s(started),
-                )
-            if decision.verdict is Verdict.QUEUE:
-                # Counted when it goes: it comes back through admit after the reset.
-                return await self._after_reset(request, partition, decision.resets_at or 0.0)
-            await self._quotas.put(partition, quota_key, state_after.to_bytes())
-        admission = await limiter.acquire(request, key)
+            refusal, resets_at = await self._count(request, partition, key, quota, now=started)
+            if refusal is not None:
+                return refusal
+        # A queued quota waits in the waiting room until the reset (not_before), like any wait.
+        admission = await limiter.acquire(request, key, not_before=resets_at)
+        while admission is Admission.GO and quota is not None and resets_at is not None:
+            # Counted when it goes; if others filled the new window first, it queues again.
+            now = self._clock()
+            refusal, resets_at = await self._count(request, partition, key, quota, now=now)
+            if refusal is not None:
+                return refusal
+            if resets_at is not None:
+                if self._partitions.get(partition) is not limiter:
+                    raise asyncio.CancelledError  # revoked while it waited
+                admission = await limiter.acquire(request, key, not_before=resets_at)
         waited = self._clock() - started
-        self._wait_histogram(request.provider).observe(waited)
+        self._wait_histograms[request.provider].observe(waited)
         if admission is not Admission.GO:
             reason = "deadline_passed" if admission is Admission.EXPIRED else "over_burst"
             self._metrics.limiter_refusals.labels(request.provider, reason).inc()
             return Decision(admission, reason, key, waited)
         return Decision(Admission.GO, None, key, waited)
 
-    async def _after_reset(
-        self, request: RequestEvent, partition: int, resets_at: float
-    ) -> Decision:
-        deadline = request.deadline_at_ms / 1000 if request.deadline_at_ms is not None else None
-        if deadline is not None and deadline <= resets_at:
-            self._metrics.limiter_refusals.labels(request.provider, "deadline_passed").inc()
-            return Decision(Admission.EXPIRED, "deadline_passed", self.limit_key(request))
-        await asyncio.sleep(max(0.0, resets_at - self._clock()))
-        return await self.admit(request, partition)
+    async def _count(
+        self, request: RequestEvent, partition: int, key: str, quota: QuotaPolicy, *, now: float
+    ) -> tuple[Decision | None, float | None]:
+        """Count the request against its quota.
+
+        Returns:
+            ``(None, None)``: counted; ``(refusal, None)``: rejected or expired;
+            ``(None, resets_at)``: queued, to go (and be counted) once the window resets.
+        """
+        quota_key = f"{request.tenant}/{key}".encode()
+        raw = self._quotas.get(partition, quota_key)
+        state = QuotaState.from_bytes(raw) if raw else QuotaState()
+        state_after, decision = check_and_count(state, now=now, policy=quota)
+        if decision.verdict is Verdict.REJECT:
+            self._metrics.limiter_refusals.labels(request.provider, "quota_exceeded").inc()
+            retry_after_s = decision.retry_after_s(now)
+            return Decision(Admission.REJECTED, "quota_exceeded", key, 0.0, retry_after_s), None
+        if decision.verdict is Verdict.QUEUE:
+            resets_at = decision.resets_at or 0.0
+            if request.deadline_passed(resets_at):  # would expire while queued: say so now
+                self._metrics.limiter_refusals.labels(request.provider, "deadline_passed").inc()
+                return Decision(Admission.EXPIRED, "deadline_passed", key), None
+            return None, resets_at
+        await self._quotas.put(partition, quota_key, state_after.to_bytes())
+        return None, None
+
+    def observe(self, request: RequestEvent, partition: int, info: RateLimitInfo | None) -> None:
+        """A successful reply's rate-limit headers (its primary dimension): lower the key's
+        bucket to the calls the provider says remain, if it said.
+
+        The reset is not passed on: ``observe_provider_headers`` reads it as the end of a fixed
+        window and places the remaining calls just before it, which holds the key back for
+        most of the window (a token-bucket provider's "seconds until full", rounded up to a
+        second, held every key for a second after every reply). A 429 still holds the key
+        for the provider's wait (``observe_rate_limited``).
+        """
+        if info is None or info.remaining is None:
+            return
+        limiter = self._partitions.get(partition)
+        if limiter is not None:
+            limiter.observe(self.limit_key(request), remaining=info.remaining, reset_s=None)
 
     def observe_rate_limited(
         self, request: RequestEvent, partition: int, retry_after_s: float | None
@@ -253,7 +281,7 @@ class Limiter:
         """A 429 (or an exhausted limit header): hold the key back for the provider's wait."""
         limiter = self._partitions.get(partition)
         if limiter is not None:
-            limiter.observe_exhausted(self.limit_key(request), reset_s=retry_after_s or 1.0)
+            limiter.observe(self.limit_key(request), remaining=0, reset_s=retry_after_s or 1.0)
 
     def update_gauges(self) -> None:
         """Waiting requests and available tokens per limit key, for /metrics."""

@@ -11,6 +11,7 @@ import httpx
 
 from providers.auth.config import AuthConfig, MtlsAuth, OAuth2ClientCredentialsAuth
 from providers.auth.factory import build_signer
+from providers.auth.flow import AuthFlow
 from providers.auth.hmac_signing import HmacSigner
 from providers.auth.oauth2_flow import (
     AccessToken,
@@ -50,12 +51,13 @@ def apply_signed(request: httpx.Request, before: PreparedRequest, signed: Prepar
 class SignerAuth(httpx.Auth):
     """Any ``Signer`` as ``httpx.Auth``; sync clients need a ``SyncSigner`` (all but OAuth2).
 
-    On a 401 the signer's ``on_unauthorized`` runs and the request is re-signed and sent once
-    more, unless the signer is static (its credentials cannot change).
+    A 401 is handled by the signer's ``AuthFlow``, as on the hot path: token credentials are
+    dropped and the request is re-signed and sent once more; static ones cannot change.
     """
 
     def __init__(self, signer: Signer, *, clock: Clock = time.time) -> None:
         self._signer = signer
+        self._flow = AuthFlow(signer)
         self._clock = clock
         # Only HMAC signs the body; reading it for the others would defeat streaming uploads.
         self.requires_request_body = isinstance(signer, HmacSigner)
@@ -75,14 +77,13 @@ class SignerAuth(httpx.Auth):
         if self.requires_request_body:
             await request.aread()
         before = to_prepared(request, with_body=self.requires_request_body)
-        signed = await self._signer.sign(before, now=self._clock())
+        signed = await self._flow.first(before, now=self._clock())
         apply_signed(request, before, signed)
         response = yield request
-        if response.status_code != 401 or isinstance(self._signer, SyncSigner):
-            return
-        self._signer.on_unauthorized(signed)
-        apply_signed(request, signed, await self._signer.sign(before, now=self._clock()))
-        yield request
+        again = self._flow.then(before, signed, response.status_code, sends=1, now=self._clock())
+        if again is not None:
+            apply_signed(request, signed, await again)
+            yield request
 
 
 class OAuth2ClientCredentialsHttpxAuth(httpx.Auth):

@@ -18,7 +18,8 @@ class Signer(Protocol):
     async def sign(self, request: PreparedRequest, *, now: float) -> PreparedRequest: ...
 
     def on_unauthorized(self, request: PreparedRequest | None = None) -> None:
-        """The provider answered 401 to ``request``: drop cached credentials; retry once."""
+        """The provider answered 401 to ``request``: drop cached credentials (``AuthFlow``
+        then signs the request again and sends it once more)."""
 
 
 @runtime_checkable

@@ -6,10 +6,8 @@ import asyncio
 import logging
 from typing import Protocol
 
-from prometheus_client import Counter
-
 from schemas.models import DeadLetterEvent, ResultEvent
-from streams.metrics import Metrics
+from streams.metrics import LabelledCache, Metrics
 from streams.stage.records import Forward, Outcome
 
 log = logging.getLogger(__name__)
@@ -53,8 +51,8 @@ class OutcomePublisher:
         # Provider names come from events: only configured ones become label values, so a
         # stream of made-up names cannot blow up the metric's cardinality.
         self._known_providers = known_providers
-        # (provider label, status) -> the labelled counter: labels() costs a lock per call.
-        self._outcome_counters: dict[tuple[str, str], Counter] = {}
+        # Bounded: known providers (+ "other") times result statuses.
+        self._outcome_counters = LabelledCache(metrics.outcomes)
 
     async def publish(self, outcome: Outcome | Forward) -> None:
         """Write the outcome (or forward the request) and wait for the broker's ack.
@@ -90,11 +88,7 @@ class OutcomePublisher:
 
     def _count(self, outcome: Outcome) -> None:
         provider = outcome.provider if outcome.provider in self._known_providers else "other"
-        labels = (provider, str(outcome.status))
-        counter = self._outcome_counters.get(labels)
-        if counter is None:  # bounded: known providers (+ "other") times result statuses
-            counter = self._outcome_counters[labels] = self._metrics.outcomes.labels(*labels)
-        counter.inc()
+        self._outcome_counters[provider, str(outcome.status)].inc()
         event = outcome.event
         if isinstance(event, DeadLetterEvent):
             self._metrics.dead_letters.labels(event.reason, event.stage).inc()

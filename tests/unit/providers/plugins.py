@@ -8,7 +8,7 @@ from typing import Any
 from providers.base import Provider
 from providers.declaration import ProviderSpec
 from providers.errors import ProviderUnavailable
-from providers.response import ProviderResponse
+from providers.response import ProviderReply
 
 SPEC = ProviderSpec.model_validate(
     {"name": "plain", "base_url": "https://plain.test", "operations": {"ping": {"path": "/"}}}
@@ -28,11 +28,12 @@ class ShoutingProvider(Provider):
 
     def classify(
         self, status: int, headers: Mapping[str, str], body: bytes, *, operation: str,
-        now: float | None = None,
-    ) -> ProviderResponse:  # fmt: skip
+        now: float | None = None, latency_s: float = 0.0, sends: int = 1,
+    ) -> ProviderReply:  # fmt: skip
         if body == b"maintenance":
             raise ProviderUnavailable("maintenance", http_status=status)
-        return super().classify(status, headers, body, operation=operation, now=now)
+        return super().classify(status, headers, body, operation=operation, now=now,
+                                latency_s=latency_s, sends=sends)  # fmt: skip
 
 
 def make_spec() -> ProviderSpec:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from agents.provider_caller.caller import Caller, ProviderReply
+from agents.provider_caller.caller import Caller
+from agents.rate_limiter.book import LimitBook, ProviderLimit
+from agents.rate_limiter.limiter import Limiter, MemoryQuotaStore
 from providers.errors import NotFound, ProviderError, ProviderTimeout, RateLimited
+from providers.response import ProviderReply, RateLimitInfo
 from schemas.errors import DecodeError
 from schemas.models import DeadLetterEvent, RequestEvent, ResultEvent
+from streams.metrics import Metrics
 from streams.stage.records import SourceRecord
 
 NOW_MS = 1_700_000_000_000
@@ -52,7 +58,7 @@ def caller_for(gateway: ScriptedGateway, **kwargs: object) -> Caller:
 
 async def test_success_becomes_ok_result_with_the_reply():
     gateway = ScriptedGateway(
-        ProviderReply(200, b"{}", "application/json", latency_s=0.05, cost=0.01)
+        ProviderReply(200, b"{}", {"content-type": "application/json"}, latency_s=0.05, cost=0.01)
     )
     outcome = await caller_for(gateway).handle(record())
     event = outcome.event
@@ -63,7 +69,7 @@ async def test_success_becomes_ok_result_with_the_reply():
 
 
 async def test_garbage_becomes_dead_letter_with_raw_bytes():
-    gateway = ScriptedGateway(ProviderReply(200, b"", None))
+    gateway = ScriptedGateway(ProviderReply(200, b""))
     source = SourceRecord("requests", 0, 7, b"\x00garbage")
     outcome = await caller_for(gateway).handle(source)
     letter = outcome.event
@@ -78,7 +84,7 @@ async def test_garbage_becomes_dead_letter_with_raw_bytes():
 
 
 async def test_passed_deadline_is_expired_and_never_called():
-    gateway = ScriptedGateway(ProviderReply(200, b"", None))
+    gateway = ScriptedGateway(ProviderReply(200, b""))
     outcome = await caller_for(gateway).handle(record(deadline_at_ms=NOW_MS - 1))
     assert isinstance(outcome.event, ResultEvent)
     assert outcome.event.status == "expired"
@@ -110,7 +116,7 @@ async def test_permanent_error_becomes_dead_letter_with_attempt_history():
 
 
 async def test_reply_to_outside_the_allow_list_is_not_allowed():
-    gateway = ScriptedGateway(ProviderReply(200, b"", None))
+    gateway = ScriptedGateway(ProviderReply(200, b""))
     outcome = await caller_for(gateway, reply_topics=["ok.results"]).handle(
         record(reply_to="someone.elses.topic")
     )
@@ -120,7 +126,7 @@ async def test_reply_to_outside_the_allow_list_is_not_allowed():
 
 
 async def test_unknown_provider_is_refused_before_any_call():
-    gateway = ScriptedGateway(ProviderReply(200, b"", None))
+    gateway = ScriptedGateway(ProviderReply(200, b""))
     request = RequestEvent(provider="nope", operation="x")
     outcome = await caller_for(gateway).handle(
         SourceRecord("requests", 0, 1, request.model_dump_json().encode())
@@ -137,3 +143,48 @@ async def test_bug_in_our_code_still_ends_as_a_dead_letter():
         "internal_error",
         "ZeroDivisionError",
     )
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def tokens_after_reply(rate_limits: dict[str, RateLimitInfo], *, later_s: float) -> float:
+    """Tokens left for the key ``later_s`` after one call whose reply carried ``rate_limits``."""
+    clock = FakeClock(NOW_MS / 1000)
+    book = LimitBook({"fake": ProviderLimit(rate_per_s=100, burst=3)}, jitter_s=0.0)
+    metrics = Metrics.create(CollectorRegistry())
+    limiter = Limiter(book, MemoryQuotaStore(), metrics, clock=clock)
+    limiter.assign([3])
+    try:
+        caller = caller_for(ScriptedGateway(ProviderReply(200, b"", rate_limits=rate_limits)),
+                            limiter=limiter)  # fmt: skip
+        handled = asyncio.create_task(caller.handle(record()))
+        await asyncio.sleep(0)
+        clock.now += 1.0  # a fresh partition starts empty: let it fill
+        await asyncio.wait_for(handled, 1)
+        clock.now += later_s
+        limiter.update_gauges()
+    finally:
+        limiter.close()
+    key = limiter.limit_key(RequestEvent(provider="fake", operation="get_item"))
+    value = metrics.registry.get_sample_value(
+        "callstream_limiter_tokens_available", {"limit_key": key}
+    )
+    assert value is not None
+    return value
+
+
+async def test_a_reply_saying_nothing_remains_holds_the_key_back():
+    exhausted = {"requests": RateLimitInfo(limit=10, remaining=0, reset_after_s=5.0)}
+    # Our bucket still had 2 tokens; the provider's word empties it, to refill at our rate.
+    assert await tokens_after_reply(exhausted, later_s=0.0) == pytest.approx(0, abs=1e-3)
+    assert await tokens_after_reply(exhausted, later_s=0.01) == pytest.approx(1, abs=1e-3)
+    one_left = {"requests": RateLimitInfo(limit=10, remaining=1, reset_after_s=5.0)}
+    assert await tokens_after_reply(one_left, later_s=0.0) == pytest.approx(1, abs=1e-3)
+    # Without the provider's word, our own bucket has its 2 tokens.
+    assert await tokens_after_reply({}, later_s=0.0) == pytest.approx(2, abs=1e-3)

@@ -43,12 +43,10 @@ async def test_operations_against_a_fake_that_demands_the_key(fake_server_factor
         request_id="req-1",
         params={"item_id": "item-7", "fake_status": "404"},
     )
-    request = await provider.sign(provider.build_request(get_item), now=time.time())
+    request = (await provider.prepare(get_item, now=time.time())).request
     assert (await send(session, request))[0] == 404
     ok = get_item.model_copy(update={"params": {"item_id": "item-7"}, "request_id": "req-2"})
-    status, body = await send(
-        session, await provider.sign(provider.build_request(ok), now=time.time())
-    )
+    status, body = await send(session, (await provider.prepare(ok, now=time.time())).request)
     assert (status, body) == (200, b'{"id":"item-7","name":"Item item-7"}')
     echo = RequestEvent(
         provider="fake",
@@ -57,6 +55,6 @@ async def test_operations_against_a_fake_that_demands_the_key(fake_server_factor
         body=b'{"a":1}',
         content_type="application/json",
     )
-    request = await provider.sign(provider.build_request(echo), now=time.time())
+    request = (await provider.prepare(echo, now=time.time())).request
     assert await send(session, request) == (200, b'{"a":1}')
     assert server.stats.calls_for("req-3") == 1
