@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from streams.cli.throughput import (
+from streams.cli.dev.throughput import (
     JitActivity,
     MachineCpu,
     ProcessCpu,
