@@ -56,11 +56,6 @@ class RawResponse(NamedTuple):
         return f"RawResponse(status={self.status}, body=<{len(self.body)} bytes>)"
 
 
-# The former name of a call's result, which is now the reply itself (``result.response``,
-# ``result.latency_s`` and ``result.sends`` still read): streams/cli/providers_cmd.py uses it.
-CallResult = ProviderReply
-
-
 # What a failed exchange can raise besides our own errors (asyncio's and aiohttp's timeouts
 # both derive from TimeoutError, an OSError).
 _EXCHANGE_ERRORS = (aiohttp.ClientError, OSError)

@@ -71,11 +71,6 @@ class ProviderReply(NamedTuple):
         )
 
     @property
-    def response(self) -> ProviderReply:
-        """The reply itself: callers written for the former (response, latency) pair read on."""
-        return self
-
-    @property
     def rate_limit(self) -> RateLimitInfo | None:
         """The primary (first declared) dimension, if the provider reported it."""
         return next(iter(self.rate_limits.values()), None)

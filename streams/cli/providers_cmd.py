@@ -16,8 +16,9 @@ from providers.auth.signer import NoAuthSigner
 from providers.base import Provider
 from providers.declaration import ProviderSpec
 from providers.errors import AuthFailed, ProviderError, UnknownProvider
-from providers.http import CallResult, ProviderClient
+from providers.http import ProviderClient
 from providers.registry import ProviderRegistry, Registration, apply_overrides
+from providers.response import ProviderReply
 from providers.spec_file import SpecError, load_spec_file
 from schemas.models import RequestEvent
 from streams.cli.common import ConfigOption, settings_from
@@ -171,18 +172,17 @@ def _auth_word(provider: Provider, accepted: bool) -> str:
     return "auth accepted" if accepted else "auth REJECTED"
 
 
-def _success_line(provider: Provider, event: RequestEvent, result: CallResult) -> str:
-    response = result.response
+def _success_line(provider: Provider, event: RequestEvent, reply: ProviderReply) -> str:
     limits = ", ".join(
         f"{dim} {info.remaining}/{info.limit}"
         + (f" resets in {info.reset_after_s:.0f} s" if info.reset_after_s is not None else "")
-        for dim, info in response.rate_limits.items()
+        for dim, info in reply.rate_limits.items()
     )
     return (
-        f"{provider.name}.{event.operation}: HTTP {response.status}, "
-        f"{_auth_word(provider, True)}, {result.latency_s * 1000:.0f} ms"
+        f"{provider.name}.{event.operation}: HTTP {reply.status}, "
+        f"{_auth_word(provider, True)}, {reply.latency_s * 1000:.0f} ms"
         + (f", rate limit {limits}" if limits else "")
-        + (f", cost {response.cost:g}" if response.cost else "")
+        + (f", cost {reply.cost:g}" if reply.cost else "")
     )
 
 

@@ -201,7 +201,7 @@ async def test_call_retries_once_after_refreshing_credentials(
 ) -> None:
     signer = RefreshingSigner()
     result = await client.call(guarded_provider(server_url, signer), call_event(), now=0.0)
-    assert (result.response.status, result.sends, signer.refreshes) == (200, 2, 1)
+    assert (result.status, result.sends, signer.refreshes) == (200, 2, 1)
 
 
 async def test_call_with_static_credentials_does_not_retry(

@@ -97,7 +97,7 @@ async def test_right_credentials(
     async with fake(case, rate_limit=RateLimit(rate_per_s=100, burst=50)) as server:
         provider = await provider_for(case, server, monkeypatch, GOOD)
         result = await client.call(provider, event(case))
-    response = result.response
+    response = result
     assert response.status == 200
     assert result.sends == 1
     assert set(response.rate_limits) == case.dimensions
@@ -154,7 +154,7 @@ async def test_stripe_replays_a_post_with_the_same_idempotency_key(
         first = await client.call(provider, create)
         again = await client.call(provider, create.model_copy(update={"request_id": "retry-2"}))
         assert server.stats.idempotent_replays == 1
-    assert first.response.json()["id"] == again.response.json()["id"]
+    assert first.json()["id"] == again.json()["id"]
 
 
 async def test_slack_application_errors_in_a_200(
