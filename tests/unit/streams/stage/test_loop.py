@@ -1,0 +1,447 @@
+"""StageLoop: records run concurrently, offsets are committed in order, handovers drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from agents.rate_limiter.book import LimitBook, ProviderLimit
+from agents.rate_limiter.limiter import Limiter, MemoryQuotaStore
+from agents.rate_limiter.partitions import LimiterPartitions
+from schemas.models import RequestEvent
+from streams.metrics import Metrics
+from streams.stage.loop import PartitionListener, StageLoop
+from streams.stage.no_return import PointOfNoReturn
+from streams.stage.offsets import decode_done, encode_done
+from streams.stage.publisher import OutcomePublisher
+from streams.stage.records import Outcome, SourceRecord
+
+from .fakes import (
+    NOW_MS,
+    TOPIC,
+    TP0,
+    TP1,
+    FakeConsumer,
+    FakeEncoder,
+    FakeSender,
+    GatedHandler,
+    Limits,
+    wait_until,
+)
+
+
+@dataclass
+class RecordingListener:
+    """A partition listener that notes each call and how many records were in flight then."""
+
+    loop: StageLoop | None = None
+    calls: list[tuple[str, set[int], int]] = field(default_factory=list)
+
+    async def assigned(self, partitions: set[int]) -> None:
+        self.calls.append(("assigned", partitions, self._in_flight()))
+
+    async def revoked(self, partitions: set[int]) -> None:
+        self.calls.append(("revoked", partitions, self._in_flight()))
+
+    def _in_flight(self) -> int:
+        return self.loop.in_flight if self.loop else 0
+
+
+class LimitedHandler(GatedHandler):
+    """Waits for a token from a real limiter first, as the caller does, then calls (gated)."""
+
+    def __init__(self, limiter: Limiter) -> None:
+        super().__init__(PointOfNoReturn())
+        self._limiter = limiter
+
+    async def handle(self, source: SourceRecord) -> Outcome:
+        request = RequestEvent(provider="acme", operation="get_item", request_id=str(source.offset))
+        await self._limiter.admit(request, source.partition)
+        self.no_return.mark_passed()
+        return await super().handle(source)
+
+
+@dataclass
+class Stage:
+    loop: StageLoop
+    consumer: FakeConsumer
+    sender: FakeSender
+    handler: GatedHandler
+    metrics: Metrics
+    listener: RecordingListener
+    runner: asyncio.Task[None] | None = None
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        return self.metrics.registry.get_sample_value(name, labels)
+
+    def committed(self, tp: TopicPartition = TP0) -> OffsetAndMetadata:
+        return self.consumer.stored[tp]
+
+    async def finish(self, *offsets: int) -> None:
+        """Let ``offsets`` finish and wait until their outcomes are published."""
+        before = len(self.sender.sent)
+        self.handler.open(*offsets)
+        await wait_until(lambda: len(self.sender.sent) == before + len(offsets))
+
+
+StageFactory = Callable[..., Awaitable[Stage]]
+
+
+def build_stage(
+    consumer: FakeConsumer | None = None,
+    *,
+    calling: set[int] | frozenset[int] = frozenset(),
+    max_pending: int = 100,
+    metadata: bool = True,
+    handler: GatedHandler | None = None,
+    listeners: Sequence[PartitionListener] = (),
+) -> Stage:
+    consumer = consumer or FakeConsumer()
+    metrics = Metrics.create(CollectorRegistry())
+    sender = FakeSender()
+    publisher = OutcomePublisher(
+        sender,
+        FakeEncoder(),
+        metrics,
+        results_topic="results",
+        dead_letter_topic="dlq",
+        known_providers=frozenset({"acme"}),
+    )
+    no_return = handler.no_return if handler else PointOfNoReturn()
+    handler = handler or GatedHandler(no_return, calling)
+    listener = RecordingListener()
+    loop = StageLoop(
+        consumer,
+        handler,
+        publisher,
+        metrics,
+        Limits(max_pending=max_pending),
+        listeners=[listener, *listeners],
+        no_return=no_return,
+        commit_metadata=metadata,
+    )
+    listener.loop = loop
+    return Stage(loop, consumer, sender, handler, metrics, listener)
+
+
+async def start_stage(stage: Stage) -> Stage:
+    await stage.loop.on_assigned(stage.consumer.assignment())
+    stage.runner = asyncio.create_task(stage.loop.run())
+    return stage
+
+
+async def shut(stage: Stage) -> None:
+    for gate in stage.handler.gates.values():
+        gate.set()
+    async with asyncio.timeout(1):
+        await stage.loop.stop()
+        if stage.runner is not None:
+            stage.runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stage.runner
+
+
+@pytest.fixture
+async def stage_factory() -> AsyncIterator[StageFactory]:
+    """Build a stage loop over fakes, assign its partitions and run it; stopped at the end."""
+    started: list[Stage] = []
+
+    async def start(consumer: FakeConsumer | None = None, **options: object) -> Stage:
+        stage = await start_stage(build_stage(consumer, **options))  # type: ignore[arg-type]
+        started.append(stage)
+        return stage
+
+    yield start
+    for stage in started:
+        await shut(stage)
+
+
+@pytest.fixture
+async def stage(stage_factory: StageFactory) -> Stage:
+    return await stage_factory()
+
+
+async def test_out_of_order_outcomes_commit_the_contiguous_position_with_the_rest_in_metadata(
+    stage: Stage,
+) -> None:
+    stage.consumer.feed(TP0, range(5))
+    await wait_until(lambda: len(stage.handler.started) == 5)
+    assert stage.sample("callstream_events_in_total", topic=TOPIC) == 5
+
+    await stage.finish(3, 1)
+    await stage.loop.commit()
+    assert stage.committed().offset == 0
+    assert decode_done(0, stage.committed().metadata) == {1, 3}
+
+    await stage.finish(0)
+    await stage.loop.commit()
+    assert stage.committed().offset == 2
+    assert decode_done(2, stage.committed().metadata) == {3}
+
+    await stage.finish(2, 4)
+    await stage.loop.commit()
+    assert stage.committed() == OffsetAndMetadata(5, "")
+
+
+async def test_a_slow_first_record_holds_the_commit_at_its_offset_while_later_ones_finish(
+    stage: Stage,
+) -> None:
+    stage.consumer.feed(TP0, range(4))
+    await wait_until(lambda: len(stage.handler.started) == 4)
+    await stage.finish(1, 2, 3)
+    await stage.loop.commit()
+    await stage.loop.commit()  # nothing moved: no second commit
+
+    assert [commit[TP0].offset for commit in stage.consumer.commits] == [0]
+    assert decode_done(0, stage.committed().metadata) == {1, 2, 3}
+    assert stage.loop.in_flight == 1
+
+    await stage.finish(0)
+    await stage.loop.commit()
+    assert stage.committed() == OffsetAndMetadata(4, "")
+    assert stage.sample("callstream_offset_commits_total") == 2
+
+
+async def test_revocation_cancels_a_record_before_the_point_of_no_return_and_drains_one_past_it(
+    stage_factory: StageFactory,
+) -> None:
+    stage = await stage_factory(calling={0})
+    stage.consumer.feed(TP0, [0, 1])
+    await wait_until(lambda: len(stage.handler.started) == 2)
+
+    revoking = asyncio.create_task(stage.loop.on_revoked({TP0}))
+    await wait_until(lambda: stage.handler.cancelled == [1])
+    await asyncio.sleep(0.01)
+    assert not revoking.done()  # still waiting for the call that has started
+
+    stage.handler.open(0)
+    await asyncio.wait_for(revoking, 1)
+    assert stage.handler.finished == [0]
+    assert [value for _, value, _ in stage.sender.sent] == [b"result:req-0-0:ok"]
+    # 0 is committed; 1 is not, so the next owner reads it again.
+    assert stage.committed() == OffsetAndMetadata(1, "")
+    assert stage.loop.owned_partitions == frozenset()
+    assert stage.loop.in_flight == 0
+
+
+async def test_revocation_tells_the_listeners_before_it_drains(stage_factory: StageFactory) -> None:
+    stage = await stage_factory(calling={0})
+    stage.consumer.feed(TP0, [0, 1])
+    await wait_until(lambda: len(stage.handler.started) == 2)
+    stage.handler.open(0)
+    await stage.loop.on_revoked({TP0})
+    # The limiter (a listener) cancels its waiting requests while they are still in flight.
+    assert stage.listener.calls == [("assigned", {0}, 0), ("revoked", {0}, 2)]
+
+
+async def test_a_new_owner_skips_what_its_predecessor_finished_above_the_committed_offset() -> None:
+    consumer = FakeConsumer()
+    consumer.stored[TP0] = OffsetAndMetadata(2, encode_done(2, [3, 5]))
+    stage = await start_stage(build_stage(consumer))
+    try:
+        assert consumer._coordinator.fetches == [[TP0]]
+        consumer.feed(TP0, range(2, 7))
+        await wait_until(lambda: len(stage.handler.started) == 3)
+        await asyncio.sleep(0.01)
+        assert stage.handler.started == [2, 4, 6]
+        assert stage.sample("callstream_requests_skipped_total") == 2
+
+        await stage.finish(2, 4, 6)
+        await stage.loop.commit()
+        assert stage.committed() == OffsetAndMetadata(7, "")
+    finally:
+        await shut(stage)
+
+
+@pytest.mark.parametrize(
+    ("stored", "rewound_to"),
+    [(OffsetAndMetadata(5, ""), 5), (None, "beginning")],
+    ids=["to-committed", "to-beginning-without-commit"],
+)
+async def test_a_batch_fetched_before_a_revocation_is_dropped_and_the_partition_rewound(
+    stored: OffsetAndMetadata | None, rewound_to: int | str
+) -> None:
+    consumer = FakeConsumer()
+    if stored is not None:
+        consumer.stored[TP0] = stored
+    stage = await start_stage(build_stage(consumer))
+
+    async def rebalance() -> None:  # the partition comes back to this worker
+        await stage.loop.on_revoked({TP0})
+        await stage.loop.on_assigned({TP0})
+
+    try:
+        consumer.feed(TP0, [5, 6, 7], before=rebalance)
+        await wait_until(lambda: bool(consumer.seeks))
+        assert consumer.seeks == [(TP0, rewound_to)]
+        assert stage.handler.started == []
+
+        consumer.feed(TP0, [5, 6, 7])  # the re-read after the seek runs normally
+        await wait_until(lambda: stage.handler.started == [5, 6, 7])
+    finally:
+        await shut(stage)
+
+
+async def test_a_stale_batch_of_a_partition_that_moved_away_is_dropped_without_a_seek() -> None:
+    consumer = FakeConsumer()
+    stage = await start_stage(build_stage(consumer))
+
+    async def rebalance() -> None:  # partition 0 goes elsewhere, 1 comes here
+        await stage.loop.on_revoked({TP0})
+        consumer.assigned = {TP1}
+        await stage.loop.on_assigned({TP1})
+
+    try:
+        consumer.feed(TP0, [0, 1], before=rebalance)
+        consumer.feed(TP1, [9])
+        await wait_until(lambda: stage.handler.started == [9])
+        assert consumer.seeks == []
+        assert stage.loop.owned_partitions == frozenset({TP1})
+    finally:
+        await shut(stage)
+
+
+async def test_stop_cancels_waiting_records_drains_calls_in_flight_and_commits(
+    stage_factory: StageFactory,
+) -> None:
+    stage = await stage_factory(calling={0, 1})
+    stage.consumer.feed(TP0, [0, 1, 2])
+    await wait_until(lambda: len(stage.handler.started) == 3)
+
+    stopping = asyncio.create_task(stage.loop.stop())
+    await wait_until(lambda: stage.handler.cancelled == [2])
+    await asyncio.sleep(0.01)
+    assert not stopping.done()
+
+    stage.handler.open(0, 1)
+    await asyncio.wait_for(stopping, 1)
+    assert stage.committed() == OffsetAndMetadata(2, "")
+    assert ("revoked", {0}, 3) in stage.listener.calls
+
+    stage.consumer.feed(TP0, [3])
+    assert stage.runner is not None
+    await wait_until(stage.runner.done)
+    assert stage.handler.started == [0, 1, 2]
+
+
+async def test_max_pending_bounds_the_records_in_flight(stage_factory: StageFactory) -> None:
+    stage = await stage_factory(max_pending=2)
+    stage.consumer.feed(TP0, range(5))
+    await wait_until(lambda: len(stage.handler.started) == 2)
+    await asyncio.sleep(0.01)
+    assert stage.handler.started == [0, 1]
+    assert stage.sample("callstream_requests_pending") == 2
+
+    await stage.finish(0)
+    await wait_until(lambda: len(stage.handler.started) == 3)
+    assert stage.loop.in_flight == 2
+
+    await stage.finish(1, 2, 3, 4)
+    assert stage.loop.in_flight == 0
+    assert stage.handler.started == [0, 1, 2, 3, 4]
+
+
+async def test_a_failed_commit_is_sent_again_by_the_next_commit(stage: Stage) -> None:
+    stage.consumer.feed(TP0, [0])
+    await wait_until(lambda: len(stage.handler.started) == 1)
+    await stage.finish(0)
+
+    stage.consumer.fail_commits = 1
+    await stage.loop.commit()
+    assert stage.consumer.commits == []
+    await stage.loop.commit()
+    assert stage.committed() == OffsetAndMetadata(1, "")
+    assert stage.sample("callstream_offset_commits_total") == 1
+
+
+async def test_without_commit_metadata_nothing_is_written_or_read_beyond_the_offset(
+    stage_factory: StageFactory,
+) -> None:
+    consumer = FakeConsumer()
+    consumer.stored[TP0] = OffsetAndMetadata(0, encode_done(0, [1]))
+    stage = await stage_factory(consumer, metadata=False)
+    assert consumer._coordinator.fetches == []
+
+    consumer.feed(TP0, [0, 1, 2])
+    await wait_until(lambda: len(stage.handler.started) == 3)  # 1 is not skipped
+    await stage.finish(2)
+    await stage.loop.commit()
+    assert stage.committed() == OffsetAndMetadata(0, "")
+
+
+async def test_lag_is_the_high_watermark_minus_the_committed_offset_until_revoked(
+    stage: Stage,
+) -> None:
+    stage.consumer.stored[TP0] = OffsetAndMetadata(4, "")
+    stage.consumer.highwaters[TP0] = 10
+    await stage.loop.update_lag()
+    labels = {"topic": TOPIC, "partition": "0"}
+    assert stage.sample("callstream_consumer_lag_records", **labels) == 6
+
+    await stage.loop.on_revoked({TP0})
+    assert stage.sample("callstream_consumer_lag_records", **labels) is None
+
+
+@settings(database=None, deadline=None, max_examples=25)
+@given(order=st.permutations(range(6)))
+def test_whatever_the_finishing_order_commits_never_pass_an_unfinished_record(
+    order: list[int],
+) -> None:
+    async def scenario() -> None:
+        stage = await start_stage(build_stage())
+        try:
+            stage.consumer.feed(TP0, range(6))
+            await wait_until(lambda: len(stage.handler.started) == 6)
+            finished: set[int] = set()
+            for offset in order:
+                await stage.finish(offset)
+                finished.add(offset)
+                await stage.loop.commit()
+                committed = stage.committed()
+                # Everything below the position is finished, the position itself is not.
+                assert set(range(committed.offset)) <= finished
+                assert committed.offset == 6 or committed.offset not in finished
+                assert decode_done(committed.offset, committed.metadata) == {
+                    o for o in finished if o > committed.offset
+                }
+        finally:
+            await shut(stage)
+
+    asyncio.run(scenario())
+
+
+async def test_a_record_waiting_for_a_token_at_revocation_is_never_called_nor_committed() -> None:
+    now = [NOW_MS / 1000]
+    book = LimitBook({"acme": ProviderLimit(rate_per_s=100, burst=1)}, jitter_s=0.0)
+    metrics = Metrics.create(CollectorRegistry())
+    limiter = Limiter(book, MemoryQuotaStore(), metrics, clock=lambda: now[0])
+    handler = LimitedHandler(limiter)
+    partitions = LimiterPartitions(limiter, None)
+    stage = await start_stage(build_stage(handler=handler, listeners=[partitions]))
+    try:
+        stage.consumer.feed(TP0, [0, 1])
+        await asyncio.sleep(0.02)
+        assert handler.started == []  # both wait: a fresh owner starts with an empty bucket
+        now[0] += 0.01  # one token: offset 0 goes and calls its provider
+        await wait_until(lambda: handler.started == [0])
+
+        revoking = asyncio.create_task(stage.loop.on_revoked({TP0}))
+        await asyncio.sleep(0.01)
+        assert not revoking.done()  # the call in flight is drained, not abandoned
+        handler.open(0)
+        await asyncio.wait_for(revoking, 1)
+
+        assert handler.started == [0]  # offset 1 never called its provider
+        assert stage.committed() == OffsetAndMetadata(1, "")
+    finally:
+        await shut(stage)
+        limiter.close()
