@@ -123,10 +123,11 @@ async def compose(settings: Settings) -> Worker:
         )
         listeners.append(LimiterPartitions(limiter, quotas))
     gateway = HttpGateway(providers, client, metrics)
+    codecs = Codecs()
     no_return = PointOfNoReturn()  # shared: the loop cancels on revocation only what has not called
     caller = Caller(
         gateway,
-        Codecs().request,
+        codecs.request,
         reply_topics=settings.topics.reply_topics,
         limiter=limiter,
         owner_of=router.owner_of,
@@ -135,7 +136,7 @@ async def compose(settings: Settings) -> Worker:
     )
     publisher = OutcomePublisher(
         producer,
-        Codecs(),
+        codecs,
         metrics,
         results_topic=settings.topics.results,
         dead_letter_topic=settings.topics.dead_letters,
