@@ -8,6 +8,8 @@ from typing import Literal, Protocol, Self
 
 from infra.embedded import EmbeddedBroker
 from infra.kafka import KafkaCluster
+from infra.kafka.node import ensure_port_free
+from infra.ports import LOOPBACK
 
 BrokerKind = Literal["embedded", "kafka"]
 
@@ -51,8 +53,12 @@ def start_broker(
 
     Raises:
         ValueError: `nodes` or `data_dir` asked of the embedded broker.
+        PortInUse: `port` is taken: a broker started there would die on bind while whatever
+            holds it answered in its place (checked before anything is created).
         InfraError: the broker could not be started (see `infra.errors`).
     """
+    if port is not None:
+        ensure_port_free(LOOPBACK, port)
     if kind == "embedded":
         if nodes != 1 or data_dir is not None:
             raise ValueError(

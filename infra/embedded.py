@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Self
 
 from infra.errors import BrokerStartError, ToolMissing
+from infra.kafka.node import ensure_port_free
 from infra.ports import LOOPBACK, free_port
 from infra.probe import ClusterView, wait_for
 from infra.process import forget_at_exit, quote_logs, stop_at_exit, terminate_all
@@ -108,11 +109,14 @@ class EmbeddedBroker:
 
         Raises:
             ToolMissing: the Tansu binary is not installed.
+            PortInUse: the port asked for is taken (a broker there would answer for Tansu).
             BrokerStartError: Tansu exited or did not answer in time; carries its log tail.
         """
         if self._process is not None and self._process.poll() is None:
             raise RuntimeError(f"{self!r} is already running")
         started = time.monotonic()
+        if self._port is not None:
+            ensure_port_free(LOOPBACK, self._port)
         self._port = self._port or free_port()
         command = self.command()
         self._log_dir = Path(tempfile.mkdtemp(prefix="callstream-tansu-"))

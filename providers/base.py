@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, NamedTuple
 
 from providers.auth.factory import build_signer
@@ -25,11 +26,12 @@ from providers.errors import (
     RateLimited,
     UnknownOperation,
 )
-from providers.operation import CompiledOperation
+from providers.operation import DEFAULT_INPUT_LIMITS, CompiledOperation, InputLimits
 from providers.response import (
     ProviderReply,
     RateLimitInfo,
     RateLimitReader,
+    WaitCeiling,
     headers_to_keep,
     json_at,
     kept_headers,
@@ -45,6 +47,9 @@ _BY_REASON: dict[str, type[ProviderError]] = {
                 ProviderUnavailable, RateLimited)
 }  # fmt: skip
 _MESSAGE_CHARS = 200
+# How much of an error body is read for its message: enough that a secret inside the first
+# _MESSAGE_CHARS is redacted whole, bounded so a huge body costs little.
+_SCAN_CHARS = 4096
 
 
 class SignedRequest(NamedTuple):
@@ -98,12 +103,15 @@ class Provider:
             n: tuple((tuple(p.split(".")), price) for p, price in op.cost.per_unit.items())
             for n, op in spec.operations.items()
         }
-        self._rate_limits = RateLimitReader(spec.rate_limit_headers)
+        self._ceiling = WaitCeiling(self.name, spec.limits.max_retry_after_s)
+        self._rate_limits = RateLimitReader(spec.rate_limit_headers, ceiling=self._ceiling)
         self._keep = headers_to_keep(self._rate_limits.names)
         shape = spec.error_shape
         self._ok_path = tuple(shape.ok_field.split(".")) if shape.ok_field else None
         self._code_path = tuple(shape.code_field.split(".")) if shape.code_field else None
         self._message_path = tuple(shape.message_field.split(".")) if shape.message_field else None
+        # Takes the signer's secrets out of a provider's error text (signers without one: none).
+        self._redact: Callable[[str], str] | None = getattr(self.signer, "redact", None)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, operations={len(self._operations)})"
@@ -115,20 +123,32 @@ class Provider:
         except KeyError:
             raise UnknownOperation(f"{self.name} has no operation {name!r}") from None
 
-    def build_request(self, event: RequestEvent) -> PreparedRequest:
-        """The unsigned request for ``event``; pure, raises a PermanentError on bad input."""
-        return self.operation(event.operation).build(event)
+    def build_request(
+        self, event: RequestEvent, limits: InputLimits = DEFAULT_INPUT_LIMITS
+    ) -> PreparedRequest:
+        """The unsigned request for ``event``; pure, raises a PermanentError on bad input.
 
-    async def prepare(self, event: RequestEvent, *, now: float) -> SignedRequest:
+        Args:
+            limits: caps on parameter and header values and on the body.
+        """
+        return self.operation(event.operation).build(event, limits)
+
+    async def prepare(
+        self, event: RequestEvent, *, now: float, unsigned: PreparedRequest | None = None
+    ) -> SignedRequest:
         """The one signed request for ``event``, with its timeout, response cap and TLS context.
 
         Args:
             now: wall-clock epoch seconds, for signing.
+            unsigned: ``build_request(event)`` when already built (the caller builds before
+                admission, to refuse a bad request before it spends anything); built here
+                when None.
 
         Raises:
             PermanentError: bad input (from ``build_request``); ProviderError: no credentials.
         """
-        unsigned = self.build_request(event)
+        if unsigned is None:
+            unsigned = self.build_request(event)
         signed = await self.auth.first(unsigned, now=now)
         timeout_s = self.operation(event.operation).timeout_s
         return SignedRequest(signed, timeout_s, self.spec.max_response_bytes, self.ssl, unsigned)
@@ -164,7 +184,9 @@ class Provider:
         data = load_json(body) if self._ok_path or self._units[operation] else None
         if self._ok_path and json_at(data, self._ok_path) is False:
             raise self.error_for(status, lowered, body, limits, now=now, data=data)
-        retry_after = retry_after_s(lowered, now=now) if "retry-after" in lowered else None
+        retry_after = None
+        if "retry-after" in lowered:
+            retry_after = self._ceiling(retry_after_s(lowered, now=now), "retry-after")
         return ProviderReply(
             status,
             body,
@@ -195,7 +217,7 @@ class Provider:
         message = f"{self.name}: HTTP {status}: {self._message(data, body, code)}"
         kind = self._retry_override(self._kind(status, headers, code, limits), headers)
         if kind is RateLimited:
-            wait = _retry_after(headers, limits, now=now)
+            wait = self._ceiling(_retry_after(headers, limits, now=now), "retry-after")
             wait = self.spec.limits.retry_after_s if wait is None else wait
             return RateLimited(message, http_status=status, retry_after_s=wait)
         return kind(message, http_status=status)
@@ -238,19 +260,41 @@ class Provider:
         return kind
 
     def _message(self, data: Any, body: bytes, code: Any) -> str:
+        """The provider's error text, one line, bounded, without the signer's secrets."""
         text = json_at(data, self._message_path) if self._message_path else None
+        cut = False
         if not isinstance(text, str):
-            text = body[:_MESSAGE_CHARS].decode("utf-8", errors="replace")
-        text = " ".join(text.split())[:_MESSAGE_CHARS]
-        return f"{code}: {text}" if code is not None else text
+            text = body[:_SCAN_CHARS].decode("utf-8", errors="replace")
+            cut = len(body) > _SCAN_CHARS
+        if code is not None:
+            text = f"{code}: {text}"
+        if len(text) > _SCAN_CHARS:
+            text, cut = text[:_SCAN_CHARS], True
+        words = text.split()
+        if cut:
+            words = words[:-1]  # the last word may be a secret cut in half: never redacted
+        text = " ".join(words)
+        if self._redact is not None:
+            text = self._redact(text)  # before the cut below, so no secret is cut in half
+        return text[:_MESSAGE_CHARS]
 
     def _cost(self, operation: str, data: Any) -> float:
         cost = self.spec.operations[operation].cost.per_call
         for path, price in self._units[operation]:
             units = json_at(data, path)
             if isinstance(units, int | float) and not isinstance(units, bool):
-                cost += units * price
+                cost += _amount(units, price)
         return cost
+
+
+def _amount(units: float, price: float) -> float:
+    """What ``units`` cost; 0.0 unless they are finite and zero or more (a provider's NaN,
+    1e400 or -5 must not poison cost totals)."""
+    try:
+        amount = float(units) * price  # an int of 400 digits overflows a float
+    except OverflowError:
+        return 0.0
+    return amount if units >= 0 and math.isfinite(amount) else 0.0
 
 
 def _retry_after(

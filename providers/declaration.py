@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from providers.auth.config import AuthConfig, NoAuth
+from providers.header_names import RESERVED_HEADERS as _RESERVED_HEADERS
+from providers.header_names import check_header_name, check_header_value, is_token
 
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 # Outcomes an app-level error code can map to; each is the ``reason`` of a class in errors.py.
@@ -21,12 +23,6 @@ ErrorReason = Literal[
 
 _NAME = r"^[a-z][a-z0-9_]{0,63}$"
 _OPERATION = r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$"
-_HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")  # RFC 9110 token
-# Set by the pipeline or the HTTP stack; a request event must never choose them.
-_RESERVED_HEADERS = frozenset(
-    {"host", "authorization", "proxy-authorization", "cookie", "content-length", "content-type",
-     "transfer-encoding", "connection", "keep-alive", "te", "upgrade", "expect"}
-)  # fmt: skip
 _IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "DELETE"})
 
 
@@ -110,7 +106,7 @@ class OperationSpec(_Frozen):
     @classmethod
     def _header_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for name in value:
-            if not _HEADER.match(name) or name.lower() in _RESERVED_HEADERS:
+            if not is_token(name) or name.lower() in _RESERVED_HEADERS:
                 raise ValueError(f"header {name!r} cannot be allowed")
         return value
 
@@ -142,6 +138,10 @@ class LimitsSpec(_Frozen):
     # The wait after a 429 that names none (no Retry-After or reset header): the documented
     # window, e.g. 60 for a per-minute limit.
     retry_after_s: float | None = Field(default=None, ge=0)
+    # The longest wait the provider's own answer may impose (Retry-After, rate-limit reset
+    # headers); longer ones are clamped to it and logged, so one bad header cannot freeze a
+    # limit key for years.
+    max_retry_after_s: float = Field(default=3600.0, gt=0)
 
 
 class RateLimitHeaders(_Frozen):
@@ -152,6 +152,11 @@ class RateLimitHeaders(_Frozen):
     reset: str | None = None
     # epoch_s: Unix time; delta_s: seconds from now; duration: "1m30s"/"250ms" (OpenAI).
     reset_kind: Literal["epoch_s", "delta_s", "duration"] = "delta_s"
+
+    @field_validator("limit", "remaining", "reset")
+    @classmethod
+    def _names(cls, value: str | None) -> str | None:
+        return None if value is None else check_header_name(value)
 
 
 class ErrorShape(_Frozen):
@@ -165,6 +170,11 @@ class ErrorShape(_Frozen):
     codes: dict[str, ErrorReason] = Field(default_factory=dict)
     # A response header saying "true"/"false" whether to retry (Stripe-Should-Retry).
     retry_header: str | None = None
+
+    @field_validator("retry_header")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else check_header_name(value)
 
 
 class CheckSpec(_Frozen):
@@ -229,10 +239,16 @@ class ProviderSpec(_Frozen):
     @field_validator("headers")
     @classmethod
     def _static_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        # Values may be secret references (env:, file:, dir:), resolved when the registry
+        # builds the provider; names may not be ones the pipeline or the HTTP stack sets.
         for name, val in value.items():
-            if not _HEADER.match(name) or any(c in val for c in "\r\n\0"):
-                raise ValueError(f"invalid header {name!r}")
+            check_header_value(check_header_name(name, reserved=_RESERVED_HEADERS), val)
         return value
+
+    @field_validator("request_id_header", "idempotency_header")
+    @classmethod
+    def _sent_header_names(cls, value: str | None) -> str | None:
+        return None if value is None else check_header_name(value, reserved=_RESERVED_HEADERS)
 
     @model_validator(mode="after")
     def _check_exists(self) -> ProviderSpec:

@@ -15,6 +15,8 @@ ProviderError
      ├─ UnknownProvider        no provider of that name is configured
      ├─ UnknownOperation       the provider declares no such operation
      ├─ BodyTooLarge           request or response body over the configured limit
+     ├─ EventTooLarge          a request record over ``caller.max_request_event_bytes``,
+     │                         refused before decoding
      └─ InvalidResponse        the provider answered something we cannot parse
 ```
 Each class has a ``reason``: the low-cardinality string used in results, dead letters and
@@ -91,6 +93,10 @@ class UnknownOperation(PermanentError):
 
 class BodyTooLarge(PermanentError):
     reason = "body_too_large"
+
+
+class EventTooLarge(PermanentError):
+    reason = "too_large"
 
 
 class InvalidResponse(PermanentError):

@@ -17,6 +17,8 @@ from providers.auth.oauth2_flow import TokenResponse
 from providers.auth.request import PreparedRequest
 from providers.base import Provider
 from providers.errors import BodyTooLarge, ProviderError, ProviderTimeout, ProviderUnavailable
+from providers.network import PublicOnlyConnector
+from providers.operation import InputLimits
 from providers.response import ProviderReply
 from schemas.models import RequestEvent
 
@@ -37,8 +39,16 @@ class ClientConfig:
     keepalive_timeout_s: float = 30.0
     # A ceiling over every provider's own max_response_bytes.
     max_response_bytes: int | None = None
+    # A ceiling over every provider's own max_request_bytes (request bodies).
+    max_request_bytes: int | None = None
+    # Caps on one path or query parameter value and one header value a request event sets.
+    max_param_chars: int = 2048
+    max_header_value_chars: int = 8192
     # Proxies from HTTP(S)_PROXY; off so a stray variable cannot reroute provider traffic.
     trust_env: bool = False
+    # Refuse loopback, private, link-local, multicast and unspecified addresses, checked on
+    # resolved addresses at connect time (providers/network.py). Off: aiohttp's own connector.
+    deny_private_networks: bool = False
 
 
 class RawResponse(NamedTuple):
@@ -77,8 +87,11 @@ class ProviderClient:
     """Sends prepared requests over one pooled session per worker; create it inside the loop."""
 
     def __init__(self, config: ClientConfig | None = None) -> None:
-        self.config = config or ClientConfig()
+        self.config = config = config or ClientConfig()
         self._session: aiohttp.ClientSession | None = None
+        self.input_limits = InputLimits(
+            config.max_param_chars, config.max_header_value_chars, config.max_request_bytes
+        )
 
     async def __aenter__(self) -> ProviderClient:
         return self
@@ -96,7 +109,10 @@ class ProviderClient:
         """The shared session, created on first use (it binds to the running loop)."""
         if self._session is None or self._session.closed:
             config = self.config
-            connector = aiohttp.TCPConnector(
+            connector_type = (
+                PublicOnlyConnector if config.deny_private_networks else aiohttp.TCPConnector
+            )
+            connector = connector_type(
                 limit=config.limit,
                 limit_per_host=config.limit_per_host,
                 ttl_dns_cache=config.ttl_dns_cache_s,
@@ -151,19 +167,38 @@ class ProviderClient:
         raw = await self.send(request, timeout_s=10.0, max_response_bytes=64 << 10)
         return TokenResponse(raw.status, raw.body, raw.headers)
 
+    def build(self, provider: Provider, event: RequestEvent) -> PreparedRequest:
+        """The provider's unsigned request for ``event`` under this client's input limits.
+
+        Pure and cheap: run it before admission, so a bad request spends nothing, and hand the
+        result to ``call``.
+
+        Raises:
+            PermanentError: the request is invalid (undeclared, not allowed, too large).
+        """
+        return provider.build_request(event, self.input_limits)
+
     async def call(
-        self, provider: Provider, event: RequestEvent, *, now: float | None = None
+        self,
+        provider: Provider,
+        event: RequestEvent,
+        *,
+        now: float | None = None,
+        prepared: PreparedRequest | None = None,
     ) -> ProviderReply:
         """Send the provider's signed request, as often as its auth flow asks, and classify.
 
         Args:
             now: wall-clock epoch seconds for signing and reset headers; ``time.time()`` if None.
+            prepared: ``build(provider, event)`` when already built; built here when None.
 
         Raises:
             ProviderError: any subclass; nothing else escapes for a failed call.
         """
         wall = time.time() if now is None else now
-        out = await provider.prepare(event, now=wall)
+        if prepared is None:
+            prepared = self.build(provider, event)
+        out = await provider.prepare(event, now=wall, unsigned=prepared)
         sent, latency_s, sends = out.request, 0.0, 0
         while True:
             raw = await self.send(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -13,11 +13,13 @@ from pydantic import SecretStr, ValidationError
 
 from providers.auth.errors import AuthConfigError
 from providers.auth.oauth2_flow import FetchToken
+from providers.auth.secrets import resolve_values
 from providers.base import Provider
 from providers.catalog import catalog_files
 from providers.declaration import ProviderSpec
 from providers.errors import UnknownProvider
 from providers.spec_file import SPEC_SUFFIXES, SpecError, load_spec_file, summarise
+from providers.trust import check_secret_refs
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,10 @@ class Registration:
 class ProviderRegistry:
     """Known providers by name; later sources win: catalog < entry points < directories.
 
+    Files from ``spec_dirs`` are as trusted as code; ``secret_refs`` (glob patterns, such as
+    ``dir:*``) limits the secret references they may name, and a file naming another is
+    refused. The catalog, entry points and settings overrides are not limited.
+
     Test doubles (``callstream.dev_providers``) are not known by default: ``names()`` and so a
     worker's default selection never include them. They are loaded when asked for: by name
     (``registration``, ``create``, ``activate`` of a name the product does not declare, as
@@ -83,8 +89,10 @@ class ProviderRegistry:
         use_catalog: bool = True,
         dev_providers: bool = False,
         fetch_token: FetchToken | None = None,
+        secret_refs: Sequence[str] = (),
     ) -> None:
         self._spec_dirs = tuple(Path(d) for d in spec_dirs)
+        self._secret_refs = tuple(secret_refs)
         self._use_entry_points, self._use_catalog = use_entry_points, use_catalog
         self._dev_providers = dev_providers
         self._fetch_token = fetch_token
@@ -126,6 +134,8 @@ class ProviderRegistry:
         for layer in overrides:
             spec = apply_overrides(spec, layer)
         try:
+            if spec.headers:  # static header values may be secret references too
+                spec = spec.model_copy(update={"headers": resolve_values(spec.headers)})
             return self.registration(name).factory(spec, fetch_token=self._fetch_token)
         except AuthConfigError as exc:
             raise SpecError(f"{name}: {exc}") from None
@@ -170,7 +180,7 @@ class ProviderRegistry:
             _from_files(catalog_files(), "catalog", short=True) if self._use_catalog else [],
             _from_entry_points(ENTRY_POINT_GROUP) if self._use_entry_points else [],
             _from_entry_points(DEV_ENTRY_POINT_GROUP) if use_dev else [],
-            *(_from_files(_spec_files(d), str(d)) for d in self._spec_dirs),
+            *(_from_files(_spec_files(d), str(d), self._secret_refs) for d in self._spec_dirs),
         ]
         for layer in layers:
             known.update(_without_duplicates(layer))
@@ -222,7 +232,9 @@ def _spec_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix.lower() in SPEC_SUFFIXES)
 
 
-def _from_files(paths: Iterable[Path], source: str, *, short: bool = False) -> list[Registration]:
+def _from_files(
+    paths: Iterable[Path], source: str, secret_refs: Sequence[str] = (), *, short: bool = False
+) -> list[Registration]:
     out = []
     for path in paths:
         where = f"{source}/{path.name}" if short else str(path)
@@ -230,6 +242,11 @@ def _from_files(paths: Iterable[Path], source: str, *, short: bool = False) -> l
             spec = load_spec_file(path)
         except SpecError as exc:
             out.append(Registration(path.stem, where, error=str(exc)))
+            continue
+        try:
+            check_secret_refs(spec, secret_refs, source=path.name)
+        except SpecError as exc:  # under its own name: it must not fall back to the catalog's
+            out.append(Registration(spec.name, where, error=str(exc)))
             continue
         out.append(Registration(spec.name, where, spec))
     return out

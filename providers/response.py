@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
+import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from providers.declaration import RateLimitHeaders
+from providers.errors import InvalidResponse
+
+log = logging.getLogger(__name__)
 
 # Kept on a response for results and caching; never auth material (no set-cookie).
 _KEPT_HEADERS = frozenset(
@@ -101,12 +106,55 @@ def headers_to_keep(declared: frozenset[str]) -> frozenset[str]:
     return _KEPT_HEADERS | declared
 
 
+class WaitCeiling:
+    """The longest wait a provider's answer may impose on us (Retry-After, reset headers).
+
+    A provider's word is trusted only up to ``max_s``: one ``Retry-After: 999999999`` (or an
+    epoch reset declared as ``delta_s``) must not freeze a limit key for years. A clamp is
+    logged as a warning at most once per ``log_every_s``, so a misbehaving provider cannot
+    flood the log.
+    """
+
+    __slots__ = ("_last_log", "_log_every_s", "max_s", "provider")
+
+    def __init__(self, provider: str, max_s: float, *, log_every_s: float = 60.0) -> None:
+        self.provider = provider
+        self.max_s = max_s
+        self._log_every_s = log_every_s
+        self._last_log = -math.inf
+
+    def __call__(self, seconds: float | None, source: str) -> float | None:
+        """``seconds`` (None passes through), or ``max_s`` when it is longer.
+
+        Args:
+            seconds: the wait the provider asked for.
+            source: what asked for it, for the warning (``retry-after``, a header name).
+        """
+        if seconds is None or seconds <= self.max_s:
+            return seconds
+        now = time.monotonic()
+        if now - self._last_log >= self._log_every_s:
+            self._last_log = now
+            log.warning(
+                "%s: %s asked for a wait of %.0f s; clamped to %.0f s (limits.max_retry_after_s)",
+                self.provider, source, seconds, self.max_s,
+            )  # fmt: skip
+        return self.max_s
+
+
 class RateLimitReader:
     """Reads a provider's declared rate-limit headers (names lower-cased once, here)."""
 
-    __slots__ = ("_dimensions", "names")
+    __slots__ = ("_ceiling", "_dimensions", "names")
 
-    def __init__(self, declared: Mapping[str, RateLimitHeaders]) -> None:
+    def __init__(
+        self, declared: Mapping[str, RateLimitHeaders], *, ceiling: WaitCeiling | None = None
+    ) -> None:
+        """Args:
+        declared: dimension name -> its header names.
+        ceiling: clamps reset waits; None trusts them unbounded.
+        """
+        self._ceiling = ceiling
         self._dimensions = tuple(
             (dim, (h.limit or "").lower(), (h.remaining or "").lower(), (h.reset or "").lower(),
              h.reset_kind)
@@ -123,6 +171,8 @@ class RateLimitReader:
             values = headers.get(limit), headers.get(remaining), headers.get(reset)
             if values != (None, None, None):
                 reset_after = _reset_after(values[2], kind, now)
+                if self._ceiling is not None and reset_after is not None:
+                    reset_after = self._ceiling(reset_after, reset)
                 out[dimension] = RateLimitInfo(_int(values[0]), _int(values[1]), reset_after)
         return out
 
@@ -163,13 +213,20 @@ def json_at(data: Any, path: tuple[str, ...]) -> Any:
 
 
 def load_json(body: bytes) -> Any:
-    """Parsed JSON, or None when the body is empty or not JSON."""
+    """Parsed JSON, or None when the body is empty or not JSON.
+
+    Raises:
+        InvalidResponse: JSON nested too deeply to parse (``"[" * 100_000``): the parser's
+            RecursionError is no ValueError, and must not end as an internal error.
+    """
     if not body:
         return None
     try:
         return json.loads(body)
     except ValueError:  # includes UnicodeDecodeError
         return None
+    except RecursionError:
+        raise InvalidResponse(f"JSON body of {len(body)} bytes nested too deeply") from None
 
 
 def _reset_after(value: str | None, kind: str, now: float) -> float | None:

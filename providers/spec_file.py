@@ -69,7 +69,19 @@ def _read(path: Path) -> Any:
         raise SpecError(f"{path.name}: cannot read: {exc}") from None
     try:
         return tomllib.loads(text) if suffix == ".toml" else yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        kind = "TOML" if suffix == ".toml" else "YAML"
-        detail = " ".join(str(exc).split())  # YAML errors span lines; operators get one
-        raise SpecError(f"{path.name}: invalid {kind}: {detail}") from None
+    except tomllib.TOMLDecodeError as exc:  # "Invalid value (at line 3, column 7)": no text
+        raise SpecError(f"{path.name}: invalid TOML: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path.name}: invalid YAML: {yaml_problem(exc)}") from None
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """The problem and where, as ``mapping values are not allowed here (line 5, column 37)``.
+
+    Never ``str(exc)``: PyYAML quotes the offending line, and that line can hold a literal
+    secret (review finding 16).
+    """
+    problem = getattr(exc, "problem", None) or getattr(exc, "reason", None)
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{problem or type(exc).__name__}{where}"

@@ -28,21 +28,41 @@ class _Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# Identifiers are sent as HTTP headers (X-Request-Id, Idempotency-Key), logged and printed by
+# `results tail`: visible ASCII only, so no CR/LF, control or escape character gets that far.
+_VISIBLE_ASCII = r"^[\x21-\x7e]*$"
+# Tenant and provider names become parts of quota and limit keys ("tenant/provider"), metric
+# labels and log fields: no "/" or "#" (key separators), no "*" (the quota wildcard).
+_NAME = r"^[A-Za-z0-9._:@-]*$"
+# As a provider declaration names its operations (providers/declaration.py).
+_OPERATION = r"^[A-Za-z][A-Za-z0-9_.-]*$"
+# Caps on the maps a request carries and on every string in it (map keys and values too):
+# decoding and copying them (trace goes into every result) must stay cheap, whatever a
+# publisher sends. Enforced by pydantic-core as it validates, with no Python per entry.
+MAX_MAP_ENTRIES = 64
+MAX_STRING_CHARS = 8192
+
+
 class RequestEvent(_Event):
     """A request to call one operation of one provider, published by a service."""
 
-    request_id: str = Field(default_factory=new_request_id, min_length=1, max_length=128)
+    model_config = ConfigDict(frozen=True, extra="forbid", str_max_length=MAX_STRING_CHARS)
+
+    request_id: str = Field(
+        default_factory=new_request_id, min_length=1, max_length=128, pattern=_VISIBLE_ASCII
+    )
     # Sent to providers that honour one, so a retried or replayed call is not charged twice.
-    idempotency_key: str = Field(default="", max_length=256)
-    tenant: str = Field(default="default", min_length=1, max_length=128)
-    provider: str = Field(min_length=1, max_length=128)
-    operation: str = Field(min_length=1, max_length=128)
+    idempotency_key: str = Field(default="", max_length=256, pattern=_VISIBLE_ASCII)
+    tenant: str = Field(default="default", min_length=1, max_length=128, pattern=_NAME)
+    provider: str = Field(min_length=1, max_length=128, pattern=_NAME)
+    operation: str = Field(min_length=1, max_length=128, pattern=_OPERATION)
     # Path and query parameters, by the names the provider's operation declares.
-    params: dict[str, str] = Field(default_factory=dict)
+    params: dict[str, str] = Field(default_factory=dict, max_length=MAX_MAP_ENTRIES)
     body: bytes | None = None
+    # Control characters are refused when the request is built (not_allowed), like headers.
     content_type: str | None = None
     # Extra request headers; only names on the operation's allow-list are ever sent.
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict, max_length=MAX_MAP_ENTRIES)
     # 0 (lowest, prefetch) .. 9 (highest); 5 is normal traffic.
     priority: int = Field(default=5, ge=0, le=9)
     deadline_at_ms: int | None = None
@@ -50,7 +70,7 @@ class RequestEvent(_Event):
     # Result topic for this request's outcome; the configured result topic when unset.
     reply_to: str | None = None
     # W3C trace context and similar propagation headers, carried through to the outcome.
-    trace: dict[str, str] = Field(default_factory=dict)
+    trace: dict[str, str] = Field(default_factory=dict, max_length=MAX_MAP_ENTRIES)
     attempt: int = Field(default=1, ge=1)
 
     def effective_idempotency_key(self) -> str:
@@ -136,6 +156,9 @@ class DeadLetterEvent(_Event):
     last_failure_at_ms: int
     # The stage that gave up: "decode", "admission", "caller", "retry".
     stage: str
+    # original_raw holds only the message's first bytes: the letter was too large to publish
+    # whole (original is None then too). Such a letter cannot be replayed.
+    original_truncated: bool = False
 
 
 def dead_letter_key(letter: DeadLetterEvent) -> str:

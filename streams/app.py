@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -9,8 +11,9 @@ import faust
 from faust.app import BootStrategy
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streams.errors import ConfigurationError
 from streams.metrics import Metrics
-from streams.settings import Settings
+from streams.settings import Settings, WebSettings
 
 
 class HostBootStrategy(BootStrategy):
@@ -33,6 +36,31 @@ class WorkerApp(faust.App):
     metrics: Metrics
     # Set by the composition root: whether the worker is ready to process, and details.
     health_probe: Callable[[], dict[str, Any]] = staticmethod(lambda: {"ready": False})
+
+
+def check_web_port(web: WebSettings) -> None:
+    """Check, before anything starts, that the worker's web endpoint can bind its port.
+
+    A second worker on one host otherwise died with a traceback from deep inside Faust's web
+    server after joining its consumer group (issue 19).
+
+    Raises:
+        ConfigurationError: the port is taken, naming the setting that moves it.
+    """
+    if not web.enabled or web.port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((web.host, web.port))
+        except OSError as exc:
+            what = "is already in use" if exc.errno == errno.EADDRINUSE else f"fails: {exc}"
+            raise ConfigurationError(
+                f"web.port: binding {web.host}:{web.port} {what} (another worker on this "
+                "host?). Operator action: give each worker its own port with "
+                "CALLSTREAM_WEB__PORT (web.port), or turn the endpoint off with "
+                "CALLSTREAM_WEB__ENABLED=false"
+            ) from None
 
 
 def create_app(settings: Settings, metrics: Metrics) -> WorkerApp:

@@ -11,13 +11,15 @@ import asyncio
 import gc
 import logging
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from agents.provider_caller.caller import Caller
 from agents.provider_caller.gateway import HttpGateway
+from agents.provider_caller.tenancy import TenantGate, TenantTable
 from agents.rate_limiter.book import LimitBook, ProviderLimit
 from agents.rate_limiter.limiter import Limiter
 from agents.rate_limiter.partitions import LimiterPartitions
@@ -26,6 +28,7 @@ from providers.errors import UnknownProvider
 from providers.http import ClientConfig, ProviderClient
 from providers.registry import ProviderRegistry
 from providers.spec_file import SpecError
+from providers.trust import exposure_warnings
 from schemas.codec import Codecs
 from streams.app import WorkerApp, create_app
 from streams.errors import ConfigurationError
@@ -40,7 +43,7 @@ from streams.stage.no_return import PointOfNoReturn
 from streams.stage.publisher import OutcomePublisher
 from streams.state.table import ChangelogTable
 from streams.state.topic import ensure_changelog_topic
-from streams.topics import ensure_topics, pipeline_topics
+from streams.topics import check_copartitioned, ensure_topics, pipeline_topics, tenant_topics
 
 log = logging.getLogger(__name__)
 
@@ -84,19 +87,33 @@ async def compose(settings: Settings) -> Worker:
     """Every component of a worker, wired, nothing started (call inside the worker's loop)."""
     # Checked first, so an unreachable broker or a refused topic is one line from the CLI
     # instead of a traceback from inside the worker.
+    tenants = tenant_table(settings)
+    bound_topics = list(tenants.topics) if tenants else []  # read beside topics.requests
     await ensure_topics(
-        settings.kafka, pipeline_topics(settings.topics), create=settings.topics.create
+        settings.kafka,
+        pipeline_topics(settings.topics) + tenant_topics(settings.topics, bound_topics),
+        create=settings.topics.create,
     )
+    await check_copartitioned(settings.kafka, settings.topics.requests, bound_topics)
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     metrics = Metrics.create()
     client = ProviderClient(
         ClientConfig(
             limit=settings.caller.connection_limit,
             max_response_bytes=settings.caller.max_response_bytes,
+            max_request_bytes=settings.caller.max_request_bytes,
+            max_param_chars=settings.caller.max_param_chars,
+            max_header_value_chars=settings.caller.max_header_value_chars,
+            deny_private_networks=settings.deny_private_networks,
         )
     )
-    registry = ProviderRegistry(spec_dirs=settings.provider_dirs, fetch_token=client.fetch_token)
+    registry = ProviderRegistry(
+        spec_dirs=settings.provider_dirs,
+        fetch_token=client.fetch_token,
+        secret_refs=settings.provider_secret_refs,
+    )
     providers = activate_providers(registry, settings.providers)
+    warn_exposure(providers, deny_private_networks=settings.deny_private_networks)
     if not providers:
         raise ConfigurationError("no provider is active: configure at least one provider")
     if settings.limiter.enabled:
@@ -107,9 +124,12 @@ async def compose(settings: Settings) -> Worker:
             settings.topics.replication_factor,
         )
     # Every check is behind us: from here on nothing fails, so no client is left unclosed.
-    producer = AIOKafkaProducer(**producer_options(settings.kafka))
+    producer = AIOKafkaProducer(
+        **producer_options(settings.kafka, max_record_bytes=settings.topics.max_record_bytes)
+    )
     consumer = AIOKafkaConsumer(
-        **consumer_options(settings.kafka, group_id=f"{settings.app_id}.caller")
+        **consumer_options(settings.kafka, group_id=f"{settings.app_id}.caller"),
+        **copartitioned(bound_topics),
     )
     router = PartitionRouter()
     listeners: list[PartitionListener] = [
@@ -132,7 +152,9 @@ async def compose(settings: Settings) -> Worker:
         limiter=limiter,
         owner_of=router.owner_of,
         max_in_flight=settings.caller.max_in_flight,
+        max_event_bytes=settings.caller.max_request_event_bytes,
         no_return=no_return,
+        tenancy=TenantGate(tenants, codecs.request.encode) if tenants else None,
     )
     publisher = OutcomePublisher(
         producer,
@@ -142,6 +164,7 @@ async def compose(settings: Settings) -> Worker:
         dead_letter_topic=settings.topics.dead_letters,
         requests_topic=settings.topics.requests,
         known_providers=gateway.provider_names,
+        max_outcome_bytes=settings.topics.max_outcome_bytes,
     )
     loop = StageLoop(
         consumer,
@@ -158,7 +181,7 @@ async def compose(settings: Settings) -> Worker:
         consumer=consumer,
         producer=producer,
         loop=loop,
-        topics=[settings.topics.requests],
+        topics=[settings.topics.requests, *bound_topics],
         gauges=[limiter.update_gauges] if limiter else [],
         closers=[gateway.close],
     )
@@ -189,6 +212,13 @@ def activate_providers(
     return registry.activate(usable)
 
 
+def warn_exposure(providers: Mapping[str, Provider], *, deny_private_networks: bool) -> None:
+    """Log, at start-up, providers whose URL is a literal private address or plain http://."""
+    specs = (provider.spec for provider in providers.values())
+    for line in exposure_warnings(specs, deny_private_networks=deny_private_networks):
+        log.warning("%s", line)
+
+
 def limit_book(
     providers: Mapping[str, Provider],
     overrides: Mapping[str, ProviderSettings],
@@ -205,6 +235,28 @@ def limit_book(
         for name, provider in providers.items()
     }
     return LimitBook(limits, limiter.quotas, jitter_s=limiter.jitter_s)
+
+
+def tenant_table(settings: Settings) -> TenantTable | None:
+    """The ``[tenants.*]`` table; None when no tenant is configured (no hook on the hot path)."""
+    if not settings.tenants:
+        return None
+    topics = settings.topics
+    own = (topics.requests, topics.results, topics.dead_letters, *topics.reply_topics)
+    return TenantTable(settings.tenants, pipeline_topics=own)
+
+
+def copartitioned(bound_topics: list[str]) -> dict[str, Any]:
+    """Consumer options giving one worker partition N of the request topic and of every tenant
+    topic. Limit keys are owned per partition number (the limiter and quota table see numbers,
+    not topics), so the tenant topics must follow the request topic's assignment: the range
+    assignor assigns each topic alone, over the same sorted members, so topics with equal
+    partition counts are cut the same way; the default round-robin one deals all of them in
+    one sequence. Only with tenant topics: switching assignor needs the whole group restarted
+    (a mixed group fails to join with InconsistentGroupProtocol, loudly)."""
+    if not bound_topics:
+        return {}
+    return {"partition_assignment_strategy": (RangePartitionAssignor,)}
 
 
 def quota_changelog(settings: Settings) -> str:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from agents.dlq_replay.replay import dead_letter_stats, replay_dead_letters
-from agents.dlq_replay.selection import ReplayFilter
+from agents.dlq_replay.selection import ReplayFilter, unknown_values
 from agents.dlq_replay.tally import DeadLetterStats, ReadProgress, ReplayProgress, ReplaySummary
+from streams.errors import CallstreamError
 from streams.settings import Settings
 
 # The count needs no wiring, and the command prints the stage's reports.
@@ -19,9 +20,24 @@ __all__ = [
     "ReadProgress",
     "ReplayProgress",
     "ReplaySummary",
+    "UnknownFilterValue",
+    "check_filter",
     "dead_letter_stats",
     "replay",
 ]
+
+
+class UnknownFilterValue(CallstreamError):
+    """A replay filter names a reason or stage no dead letter can have (a typo, most likely)."""
+
+
+def check_filter(reasons: Iterable[str], stages: Iterable[str]) -> None:
+    """Raises:
+    UnknownFilterValue: a reason or stage that can never match, with the known ones.
+    """
+    problems = unknown_values(reasons, stages)
+    if problems:
+        raise UnknownFilterValue("; ".join(problems))
 
 
 async def replay(
@@ -36,8 +52,15 @@ async def replay(
     dry_run: bool,
     limit: int | None,
     progress: Callable[[ReplayProgress], None],
+    commit_empty: bool = False,
 ) -> ReplaySummary:
-    """Replay the dead letters the options select (see :func:`replay_dead_letters`)."""
+    """Replay the dead letters the options select (see :func:`replay_dead_letters`).
+
+    Raises:
+        UnknownFilterValue: before anything is read (see :func:`check_filter`).
+    """
+    reasons, stages = tuple(reasons), tuple(stages)
+    check_filter(reasons, stages)
     replay_filter = ReplayFilter(
         reasons=frozenset(reasons),
         stages=frozenset(stages),
@@ -52,4 +75,5 @@ async def replay(
         dry_run=dry_run,
         limit=limit,
         progress=progress,
+        commit_empty=commit_empty,
     )

@@ -45,16 +45,35 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
     return options
 
 
-def producer_options(kafka: KafkaSettings) -> dict[str, Any]:
-    """A producer that only reports success once every in-sync replica has the record."""
+def producer_options(
+    kafka: KafkaSettings, *, max_record_bytes: int | None = None
+) -> dict[str, Any]:
+    """A producer that only reports success once every in-sync replica has the record.
+
+    Args:
+        kafka: the connection settings.
+        max_record_bytes: the largest record it may send (``topics.max_record_bytes``, the
+            topics' ``max.message.bytes``); aiokafka's 1 MiB when None. Batches stay within
+            it too: the broker refuses a batch over it whole, good records included.
+    """
+    batch_bytes = _MAX_BATCH_BYTES
+    sizes: dict[str, int] = {}
+    if max_record_bytes is not None:
+        batch_bytes = min(batch_bytes, max_record_bytes)
+        sizes["max_request_size"] = max_record_bytes
     return {
         **client_options(kafka),
         "acks": "all",
         "linger_ms": kafka.producer_linger_ms,
-        "max_batch_size": 1024 * 1024,
+        "max_batch_size": batch_bytes,
+        **sizes,
         "enable_idempotence": kafka.idempotent_producer,
         "partitioner": Murmur2Partitioner(),
     }
+
+
+# Records buffered per partition before a send: one fetch-sized batch.
+_MAX_BATCH_BYTES = 1024 * 1024
 
 
 def consumer_options(kafka: KafkaSettings, *, group_id: str) -> dict[str, Any]:

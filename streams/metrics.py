@@ -61,6 +61,7 @@ class Metrics:
     limiter_tokens: Gauge
     forwarded: Counter
     skipped: Counter
+    outcomes_reduced: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -142,6 +143,15 @@ class Metrics:
                 "callstream_limiter_tokens_available",
                 "Tokens available now, per limit key owned by this worker.",
                 ["limit_key"],
+                registry=registry,
+            ),
+            outcomes_reduced=Counter(
+                "callstream_outcomes_reduced",
+                "Outcomes over topics.max_outcome_bytes or refused by the broker, by what was "
+                "published instead: result (body dropped), dead_letter (original dropped, "
+                "original_raw maybe truncated), replaced (a minimal dead letter instead), lost "
+                "(nothing published: logged, offset finished).",
+                ["kind"],
                 registry=registry,
             ),
             skipped=Counter(

@@ -2,11 +2,9 @@
 
 ```python
 async with CallstreamClient(settings) as client:
-    request = RequestEvent(provider="open_meteo", operation="forecast",
+    request = RequestEvent(provider="open_meteo", operation="get_forecast",
                            params={"latitude": "52.5", "longitude": "13.4"})
-    request_id = await client.publish(request)
-    async for result in client.results():
-        ...
+    result = await client.call(request, timeout=10)  # or publish() and read results()
 ```
 Outcomes are published at least once: after a worker crash the same outcome can appear twice,
 always with the same request id. :meth:`CallstreamClient.results` drops those duplicates.
@@ -27,6 +25,7 @@ from schemas.codec import Codecs
 from schemas.errors import DecodeError
 from schemas.keys import request_limit_key
 from schemas.models import DeadLetterEvent, RequestEvent, ResultEvent, dead_letter_key
+from streams.errors import CallTimeout, RequestDeadLettered
 from streams.kafka import producer_options, reader, start_client
 from streams.settings import Settings
 from streams.topics import ensure_topics, pipeline_topics
@@ -129,6 +128,77 @@ class CallstreamClient:
             ids.append(request.request_id)
         await asyncio.gather(*deliveries)
         return ids
+
+    # A timeout argument (ASYNC109): "call and wait at most" is the point of this helper.
+    async def call(self, request: RequestEvent, *, timeout: float) -> ResultEvent:  # noqa: ASYNC109
+        """Publish ``request`` and wait for its outcome.
+
+        The result and dead-letter topics are positioned at their ends before the request is
+        published, so its outcome cannot be missed. Each call opens two readers: for many
+        requests at once, publish them with :meth:`publish_many` and read :meth:`results`.
+
+        Args:
+            request: the request; its ``reply_to`` topic, when set, is where its result is read.
+            timeout: seconds to wait for the outcome, reader start-up included.
+
+        Returns:
+            The result event (``ok``, ``expired``, ``rejected``, ``failed``...).
+
+        Raises:
+            RequestDeadLettered: the request became a dead letter; ``reason`` says why.
+            CallTimeout: no outcome within ``timeout`` seconds.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._call(request)
+        except TimeoutError:
+            raise CallTimeout(
+                f"no outcome for request {request.request_id} within {timeout:g} s",
+                request_id=request.request_id,
+            ) from None
+
+    async def _call(self, request: RequestEvent) -> ResultEvent:
+        results_topic = request.reply_to or self._settings.topics.results
+        dlq_topic = self._settings.topics.dead_letters
+        async with (
+            self.reader(results_topic, from_beginning=False) as results,
+            self.reader(dlq_topic, from_beginning=False) as letters,
+        ):
+            await self.publish(request)
+            result = asyncio.ensure_future(self._result_of(results, request.request_id))
+            letter = asyncio.ensure_future(self._letter_of(letters, request.request_id))
+            try:
+                await asyncio.wait({result, letter}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (result, letter):
+                    task.cancel()
+                await asyncio.gather(result, letter, return_exceptions=True)
+            if not result.cancelled():  # done before the wait returned (or failed: re-raised)
+                return result.result()
+            dead = letter.result()  # done, as the wait returned
+            raise RequestDeadLettered(
+                f"request {request.request_id} became a dead letter: {dead.reason}: "
+                f"{dead.error_message}",
+                request_id=request.request_id,
+                reason=dead.reason,
+                letter=dead,
+            )
+
+    async def _result_of(self, reader: TopicReader, request_id: str) -> ResultEvent:
+        async for event in reader.results(follow=True, idle_timeout_s=1.0, codecs=self._codecs):
+            if event.request_id == request_id:
+                return event
+        raise AssertionError("a followed topic never ends")  # pragma: no cover
+
+    async def _letter_of(self, reader: TopicReader, request_id: str) -> DeadLetterEvent:
+        async for raw in reader.values(follow=True, idle_timeout_s=1.0):
+            try:
+                letter = self._codecs.dead_letter.decode(raw)
+            except DecodeError:
+                continue
+            if letter.request_id == request_id:
+                return letter
+        raise AssertionError("a followed topic never ends")  # pragma: no cover
 
     async def publish_raw(self, value: bytes, key: bytes | None = None) -> None:
         """Publish bytes as they are (for tests and replays of raw dead letters)."""

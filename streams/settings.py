@@ -11,21 +11,28 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
 from streams.errors import ConfigurationError
 
 CONFIG_FILE_ENV = "CALLSTREAM_CONFIG"
+# What a result holds besides the response body (ids, headers, trace, error): the room
+# caller.max_response_bytes must leave under topics.max_outcome_bytes.
+OUTCOME_ROOM_BYTES = 64 * 1024
+# A record's key and Kafka framing on top of its value (aiokafka's estimate is ~100 bytes).
+RECORD_OVERHEAD_BYTES = 16 * 1024
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Errors never echo the value given: it may be a secret (issue 19).
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
 
 class KafkaSettings(_Section):
@@ -69,6 +76,15 @@ class TopicSettings(_Section):
     create: bool = True
     # Topics a request may name in ``reply_to``; any other is refused (dead letter, not_allowed).
     reply_topics: list[str] = Field(default_factory=list)
+    # The largest encoded result or dead letter the worker writes (issue 19). A bigger one is
+    # published reduced (README, "Outcome"). It also sets the producer's max_request_size and
+    # the topics' max.message.bytes, both plus RECORD_OVERHEAD_BYTES for key and framing.
+    max_outcome_bytes: int = Field(default=1_000_000, ge=2 * OUTCOME_ROOM_BYTES)
+
+    @property
+    def max_record_bytes(self) -> int:
+        """The producer's ``max_request_size`` and the topics' ``max.message.bytes``."""
+        return self.max_outcome_bytes + RECORD_OVERHEAD_BYTES
 
 
 class CallerSettings(_Section):
@@ -83,8 +99,18 @@ class CallerSettings(_Section):
     # On a graceful rebalance in-flight calls finish and their offsets are committed before the
     # partitions are released, so the next owner never repeats them; this caps that wait.
     drain_timeout_s: float = Field(default=30.0, gt=0)
+    # A ceiling over every provider's own max_request_bytes (request bodies): body_too_large.
     max_request_bytes: int = Field(default=1_000_000, ge=1)
-    max_response_bytes: int = Field(default=4_000_000, ge=1)
+    # A request record larger than this is refused before decoding (dead letter too_large):
+    # decoding a huge event costs the event loop more than it is worth.
+    max_request_event_bytes: int = Field(default=1_000_000, ge=1)
+    # Characters of one path or query parameter value, and of one header value a request sets
+    # (the request model caps header values at 8192 anyway): bad_request past them.
+    max_param_chars: int = Field(default=2048, ge=1)
+    max_header_value_chars: int = Field(default=8192, ge=1)
+    # Below topics.max_outcome_bytes by at least OUTCOME_ROOM_BYTES (checked): a response at
+    # the cap still fits its result.
+    max_response_bytes: int = Field(default=900_000, ge=1)
     connection_limit: int = Field(default=512, ge=1)
     # The event loop of the worker process: uvloop (libuv) or the standard library's.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
@@ -135,6 +161,20 @@ class LimiterSettings(_Section):
     quotas: list[QuotaRule] = Field(default_factory=list)
 
 
+class TenantSettings(_Section):
+    """One tenant (``[tenants.NAME]``): the topic that proves it, what it may call, how urgent
+    it may be. Configuring any tenant charges every name not configured as ``default``."""
+
+    # Records read from this topic are this tenant's, whatever they claim; Kafka ACLs say who
+    # may write it. Same partition count as topics.requests (checked at start-up).
+    topic: str | None = Field(default=None, min_length=1, max_length=249)
+    # Globs; an operation glob with a dot matches "provider.operation". [] allows nothing.
+    providers: list[str] = Field(default_factory=lambda: ["*"])
+    operations: list[str] = Field(default_factory=lambda: ["*"])
+    # A higher priority is lowered to this (clamped, not refused).
+    max_priority: int = Field(default=9, ge=0, le=9)
+
+
 class Settings(BaseSettings):
     """Everything a callstream process can be told."""
 
@@ -143,6 +183,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         frozen=True,
         extra="forbid",
+        hide_input_in_errors=True,
     )
 
     app_id: str = Field(default="callstream", pattern=r"^[A-Za-z0-9._-]+$")
@@ -155,8 +196,32 @@ class Settings(BaseSettings):
     limiter: LimiterSettings = LimiterSettings()
     # Providers to activate (by registry name) and their overrides. Empty = every known one.
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
-    # Extra directories of provider declaration files (TOML/YAML).
+    # Tenants bound to topics, their allow-lists and priority caps. Empty = tenant and priority
+    # are what publishers write (agents/provider_caller/tenancy.py).
+    tenants: dict[str, TenantSettings] = Field(default_factory=dict)
+    # Extra directories of provider declaration files (TOML/YAML). They are as trusted as code:
+    # a file can name any env var or file as its secret and any base_url to send it to.
     provider_dirs: list[Path] = Field(default_factory=list)
+    # Secret references files from provider_dirs may name, as glob patterns ("dir:*",
+    # "env:CALLSTREAM_SECRET_*"); a file naming another is refused. Empty = no restriction.
+    # The catalog, entry points and [providers.*] settings are operator config, never limited.
+    provider_secret_refs: list[str] = Field(default_factory=list)
+    # Refuse calls to loopback, private, link-local, unique-local, multicast and unspecified
+    # addresses, checked on the resolved address at connect time (defeats DNS rebinding).
+    deny_private_networks: bool = False
+
+    @model_validator(mode="after")
+    def _responses_fit_outcomes(self) -> Settings:
+        """A response at the caller's cap must leave room in its result (issue 19)."""
+        room = self.topics.max_outcome_bytes - OUTCOME_ROOM_BYTES
+        if self.caller.max_response_bytes > room:
+            raise ValueError(
+                f"caller.max_response_bytes ({self.caller.max_response_bytes}) must be at most "
+                f"topics.max_outcome_bytes - {OUTCOME_ROOM_BYTES} ({room}), so that a response "
+                "at the cap still fits its result. Operator action: lower "
+                "caller.max_response_bytes or raise topics.max_outcome_bytes."
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -203,12 +268,28 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         if not config_file.is_file():
             raise ConfigurationError(f"config file not found: {config_file}")
         os.environ[CONFIG_FILE_ENV] = str(config_file)
+    else:
+        _check_config_env()
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigurationError(describe_validation_error(exc)) from None
+    except SettingsError as exc:  # a value the environment source cannot parse, e.g. '{'
+        raise ConfigurationError(f"invalid setting: {_first_line(exc)}") from None
     except (tomllib.TOMLDecodeError, OSError) as exc:
         raise ConfigurationError(f"cannot read config file: {exc}") from None
+
+
+def _check_config_env() -> None:
+    """A ``CALLSTREAM_CONFIG`` naming no file is a mistake, not "no config file" (issue 19)."""
+    named = os.environ.get(CONFIG_FILE_ENV)
+    if named and not Path(named).is_file():
+        raise ConfigurationError(f"config file not found: {named} (from {CONFIG_FILE_ENV})")
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def describe_validation_error(exc: ValidationError) -> str:

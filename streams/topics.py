@@ -7,7 +7,10 @@ before anything runs, and a missing one is a loud ConfigurationError.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -29,14 +32,21 @@ class TopicSpec:
 
 
 def pipeline_topics(topics: TopicSettings) -> list[TopicSpec]:
-    """Requests, results and dead letters, sized and retained by the settings."""
+    """Requests, results and dead letters, sized and retained by the settings.
+
+    Each accepts records up to ``topics.max_record_bytes`` (``max_outcome_bytes`` plus room
+    for key and framing), the producer's ``max_request_size`` too (issue 19).
+    """
 
     def spec(name: str, retention_ms: int) -> TopicSpec:
         return TopicSpec(
             name=name,
             partitions=topics.partitions,
             replication_factor=topics.replication_factor,
-            config={"retention.ms": str(retention_ms)},
+            config={
+                "retention.ms": str(retention_ms),
+                "max.message.bytes": str(topics.max_record_bytes),
+            },
         )
 
     return [
@@ -89,3 +99,37 @@ async def _create(admin: AIOKafkaAdminClient, spec: TopicSpec) -> None:
                 "factor) and ACLs."
             )
     log.info("created topic %s (%d partitions)", spec.name, spec.partitions)
+
+
+_METADATA_SETTLE_TRIES = 50
+
+
+def tenant_topics(topics: TopicSettings, names: Iterable[str]) -> list[TopicSpec]:
+    """Tenant request topics, made like the shared request topic, whose partitions they mirror:
+    same count, same keying, so partition N of every one belongs to the same worker."""
+    (requests,) = [spec for spec in pipeline_topics(topics) if spec.name == topics.requests]
+    return [dataclasses.replace(requests, name=name) for name in names]
+
+
+async def check_copartitioned(kafka: KafkaSettings, requests: str, others: Sequence[str]) -> None:
+    """Fail unless each of ``others`` has exactly as many partitions as ``requests``.
+
+    Raises:
+        ConfigurationError: a topic has another partition count (or is missing).
+    """
+    if not others:
+        return
+    async with admin_client(kafka) as admin:
+        for _ in range(_METADATA_SETTLE_TRIES):  # a topic just created lists no partitions yet
+            described = await admin.describe_topics([requests, *others])
+            counts = {topic["topic"]: len(topic["partitions"]) for topic in described}
+            if all(counts.get(name) for name in (requests, *others)):
+                break
+            await asyncio.sleep(0.2)
+    expected = counts.get(requests)
+    wrong = [f"{name} has {counts.get(name)}" for name in others if counts.get(name) != expected]
+    if wrong:
+        raise ConfigurationError(
+            f"tenant topics must have the {expected} partitions of {requests}: "
+            f"{', '.join(wrong)}. Operator action: recreate them or add partitions."
+        )

@@ -150,9 +150,25 @@ def _decode(codecs: Codecs, value: bytes | None) -> DeadLetterEvent | None:
     if value is None:
         return None
     try:
-        return codecs.dead_letter.decode(value)
+        letter = codecs.dead_letter.decode(value)
     except DecodeError:
         return None
+    return _with_original(codecs, letter)
+
+
+def _with_original(codecs: Codecs, letter: DeadLetterEvent) -> DeadLetterEvent:
+    """A letter published reduced (too large: ``original`` dropped, ``original_raw`` whole)
+    gets its request back from the raw bytes, so it replays like any other letter.
+
+    A letter whose raw bytes were truncated, or never decoded, stays without ``original``.
+    """
+    if letter.original is not None or letter.original_truncated or letter.request_id is None:
+        return letter
+    try:
+        original = codecs.request.decode(letter.original_raw)
+    except DecodeError:
+        return letter
+    return letter.model_copy(update={"original": original})
 
 
 async def _batches(

@@ -37,6 +37,7 @@ from agents.dlq_replay.tally import (
     ReplayTally,
     StatsTally,
 )
+from schemas.errors import SchemaError
 from schemas.models import DeadLetterEvent
 from streams.errors import PublishError
 from streams.kafka import consumer_options, reader, started
@@ -57,6 +58,7 @@ async def replay_dead_letters(
     limit: int | None = None,
     progress: Callable[[ReplayProgress], None] | None = None,
     stall_timeout_s: float = _STALL_TIMEOUT_S,
+    commit_empty: bool = False,
 ) -> ReplaySummary:
     """Republish the original requests of matching dead letters to the request topic.
 
@@ -69,6 +71,9 @@ async def replay_dead_letters(
         limit: replay at most this many letters; the rest stays for the group's next run.
         progress: called after each batch read.
         stall_timeout_s: give up when nothing arrives for this long although records are due.
+        commit_empty: move the group past what was read even when nothing matched; without
+            it, a run that replays nothing leaves the group where it was (a mistyped filter
+            must not mark every letter as replayed).
 
     Raises:
         BrokerUnavailable: Kafka is unreachable.
@@ -92,11 +97,14 @@ async def replay_dead_letters(
             client = await stack.enter_async_context(
                 CallstreamClient(settings, ensure_topics=False)
             )
-            republisher = _Republisher(client, consumer, spans, group_id, topics.requests)
+            republisher = _Republisher(
+                client, consumer, spans, group_id, topics.requests, commit_empty=commit_empty
+            )
         complete = await _read(consumer, spans, tally, republisher, progress, stall_timeout_s)
         if complete and republisher is not None:
             await republisher.commit_ends()
-    return tally.summary(group_id, dry_run=dry_run, complete=complete)
+    committed = republisher is not None and republisher.committed
+    return tally.summary(group_id, dry_run=dry_run, complete=complete, committed=committed)
 
 
 async def dead_letter_stats(
@@ -144,7 +152,11 @@ async def _read(
 
 
 class _Republisher:
-    """Republishes each batch's requests, then moves the group past the batch."""
+    """Republishes each batch's requests, then moves the group past the batch.
+
+    Until a letter is republished (or with ``commit_empty``), positions are only remembered:
+    a run that matches nothing moves nothing.
+    """
 
     def __init__(
         self,
@@ -153,17 +165,24 @@ class _Republisher:
         spans: Spans,
         group_id: str,
         topic: str,
+        *,
+        commit_empty: bool = False,
     ) -> None:
         self._client = client
         self._consumer = consumer
         self._spans = spans
         self._group_id = group_id
         self._topic = topic
+        self._may_commit = commit_empty
+        self._pending: dict[TopicPartition, int] = {}
+        self.committed = False
 
     async def publish(self, batch: Batch) -> None:
         """Republish; commit once every request is acknowledged (never before)."""
         await _republish(self._client, batch.letters, self._topic)
-        await self._commit(batch.positions)
+        self._may_commit = self._may_commit or bool(batch.letters)
+        self._pending.update(batch.positions)
+        await self._commit(self._pending)
 
     async def commit_ends(self) -> None:
         """After a complete read, commit each span's end, whatever the last record's offset:
@@ -173,10 +192,12 @@ class _Republisher:
     async def _commit(self, positions: Mapping[TopicPartition, int]) -> None:
         """Move the group past what was read; partitions this run did not advance stay."""
         moved = {tp: offset for tp, offset in positions.items() if offset > self._spans[tp][0]}
-        if not moved:
+        if not moved or not self._may_commit:
             return
         try:
             await self._consumer.commit(moved)
+            self._pending.clear()
+            self.committed = True
         except KafkaError as exc:
             raise ReplayError(
                 f"replayed dead letters, but could not commit group {self._group_id}'s "
@@ -198,4 +219,8 @@ async def _republish(client: CallstreamClient, letters: list[DeadLetterEvent], t
         raise PublishError(
             f"could not republish to {topic}: {exc!r}. The batch was not committed, so the next "
             "run with this group replays it again."
+        ) from None
+    except SchemaError as exc:  # selection leaves out letters it can tell cannot be written
+        raise PublishError(
+            f"could not encode a replayed request: {exc}. The batch was not committed."
         ) from None

@@ -6,10 +6,46 @@ No Kafka here: :mod:`agents.dlq_replay.replay` reads the topic and acts on these
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from providers.errors import ProviderError
 from schemas.models import DeadLetterEvent, RequestEvent, dead_letter_key
+
+# The stages that write dead letters (``DeadLetterEvent.stage``); "retry" is the next wave's.
+STAGES = frozenset({"decode", "admission", "caller", "retry"})
+# Reasons not carried by a provider error: the decoder's (``schemas.errors.DecodeError``) and
+# the caller's for a bug of ours (``agents.provider_caller.caller``).
+_OTHER_REASONS = frozenset({"undecodable", "invalid", "internal_error"})
+# Avro's long: an attempt this high has no next attempt on the wire (finding 17a).
+MAX_ATTEMPT = 2**63 - 1
+
+
+def known_reasons() -> frozenset[str]:
+    """Every reason a dead letter can carry: each ProviderError's (``providers.errors``, and any
+    plugin's subclass loaded by now), plus the decoder's and ``internal_error``."""
+    reasons = set(_OTHER_REASONS)
+    pending: list[type[ProviderError]] = [ProviderError]
+    while pending:
+        cls = pending.pop()
+        reasons.add(cls.reason)
+        pending.extend(cls.__subclasses__())
+    return frozenset(reasons)
+
+
+def unknown_values(reasons: Iterable[str], stages: Iterable[str]) -> list[str]:
+    """What in a filter can never match, one phrase each (empty when everything can)."""
+    known = known_reasons()
+    bad_reasons = [reason for reason in reasons if reason not in known]
+    bad_stages = [stage for stage in stages if stage not in STAGES]
+    problems = []
+    if bad_reasons:
+        listed = ", ".join(repr(r) for r in bad_reasons)
+        problems.append(f"unknown --reason {listed} (known: {', '.join(sorted(known))})")
+    if bad_stages:
+        listed = ", ".join(repr(s) for s in bad_stages)
+        problems.append(f"unknown --stage {listed} (known: {', '.join(sorted(STAGES))})")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -17,7 +53,8 @@ class ReplayFilter:
     """Which dead letters to replay. Empty sets and ``None`` mean "no condition".
 
     Undecodable letters (no ``original``) are left out unless ``include_undecodable``: their
-    bytes failed once already and will again unless whatever produced them was fixed.
+    bytes failed once already and will again unless whatever produced them was fixed. Letters
+    whose raw bytes were truncated to fit the topic are never replayed.
     """
 
     reasons: frozenset[str] = frozenset()
@@ -29,6 +66,8 @@ class ReplayFilter:
 
     def matches(self, letter: DeadLetterEvent) -> bool:
         """True when every given condition holds for ``letter``."""
+        if letter.original_truncated:  # its bytes are not the request any more
+            return False
         if letter.original is None and not self.include_undecodable:
             return False
         return (
@@ -49,7 +88,7 @@ class Verdict(enum.Enum):
     REPLAY = "replay"
     SKIP = "skip"  # a dead letter the filter does not match
     DUPLICATE = "duplicate"  # a repeat of a letter already replayed in this run
-    UNREADABLE = "unreadable"  # not a dead-letter event at all
+    UNREADABLE = "unreadable"  # not a dead-letter event, or one with no next attempt
 
 
 def select(
@@ -66,7 +105,7 @@ def select(
         first_time: remembers a letter's :func:`~schemas.models.dead_letter_key`; False when it
             was seen before. Only matching letters are remembered.
     """
-    if letter is None:
+    if letter is None or not has_next_attempt(letter):
         return Verdict.UNREADABLE
     if not replay_filter.matches(letter):
         return Verdict.SKIP
@@ -75,13 +114,18 @@ def select(
     return Verdict.REPLAY
 
 
+def has_next_attempt(letter: DeadLetterEvent) -> bool:
+    """False for a (forged) letter whose attempt is already the largest the wire can carry."""
+    return letter.original is None or letter.original.attempt < MAX_ATTEMPT
+
+
 def replay_request(letter: DeadLetterEvent) -> RequestEvent | None:
     """The letter's original request as its next attempt; None when it was undecodable.
 
     The request id and idempotency key stay the same, so a caller waiting for the outcome
     finds it, and a provider that honours Idempotency-Key does not act twice.
     """
-    if letter.original is None:
+    if letter.original is None or not has_next_attempt(letter):
         return None
     return letter.original.model_copy(update={"attempt": letter.original.attempt + 1})
 

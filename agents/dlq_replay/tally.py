@@ -47,14 +47,24 @@ class ReplaySummary:
     request_ids_truncated: bool
     # False when --limit stopped the run before the end offsets captured at its start.
     complete: bool
+    # Whether the group's position moved: not for a dry run, nor (unless asked) when nothing
+    # matched, so a mistyped filter does not silently mark every letter as replayed.
+    committed: bool = False
 
 
 @dataclass(frozen=True)
 class DeadLetterStats:
-    """Counts over the whole dead-letter topic, each letter once."""
+    """Counts over the whole dead-letter topic, each letter once.
+
+    A letter is a request's failed attempt: a replayed request that failed again is a second
+    letter of the same request (``failed_again``), not a duplicate. Duplicates are the same
+    attempt's letter written twice (outcomes are published at least once).
+    """
 
     read: int
     letters: int
+    requests: int  # distinct requests (or undecodable records) among the letters
+    failed_again: int  # letters of a request that already had one: replayed and failed again
     duplicates: int
     unreadable: int
     undecodable: int  # letters without a decoded original (only replayable raw)
@@ -115,7 +125,9 @@ class ReplayTally:
     def progress(self, total: int) -> ReplayProgress:
         return ReplayProgress(self.read, total, self.replayed, self.skipped, self.unreadable)
 
-    def summary(self, group_id: str, *, dry_run: bool, complete: bool) -> ReplaySummary:
+    def summary(
+        self, group_id: str, *, dry_run: bool, complete: bool, committed: bool = False
+    ) -> ReplaySummary:
         return ReplaySummary(
             group_id=group_id,
             dry_run=dry_run,
@@ -128,15 +140,21 @@ class ReplayTally:
             request_ids=tuple(self.request_ids),
             request_ids_truncated=self.request_ids_truncated,
             complete=complete,
+            committed=committed,
         )
 
 
 @dataclass
 class StatsTally:
-    """The counts of a read of the whole topic: every letter once, none replayed."""
+    """The counts of a read of the whole topic: every letter once, none replayed.
+
+    ``first_time`` remembers string keys (False for a key seen before); it is given both the
+    letter's request key and its (request key, attempt) key.
+    """
 
     first_time: Callable[[str], bool]
     read: int = 0
+    failed_again: int = 0
     duplicates: int = 0
     unreadable: int = 0
     undecodable: int = 0
@@ -152,22 +170,30 @@ class StatsTally:
         self.read += 1
         if letter is None:
             self.unreadable += 1
-        elif not self.first_time(dead_letter_key(letter)):
+            return False
+        key = dead_letter_key(letter)
+        attempt = letter.original.attempt if letter.original is not None else 0
+        if not self.first_time(f"attempt {attempt} of {key}"):
             self.duplicates += 1
-        else:
-            self.by_reason[letter.reason] += 1
-            self.by_stage[letter.stage] += 1
-            self.undecodable += letter.original is None
-            self.retriable += letter.retriable
+            return False
+        if not self.first_time(key):
+            self.failed_again += 1
+        self.by_reason[letter.reason] += 1
+        self.by_stage[letter.stage] += 1
+        self.undecodable += letter.original is None
+        self.retriable += letter.retriable
         return False
 
     def progress(self, total: int) -> ReadProgress:
         return ReadProgress(self.read, total)
 
     def stats(self) -> DeadLetterStats:
+        letters = self.read - self.duplicates - self.unreadable
         return DeadLetterStats(
             read=self.read,
-            letters=self.read - self.duplicates - self.unreadable,
+            letters=letters,
+            requests=letters - self.failed_again,
+            failed_again=self.failed_again,
             duplicates=self.duplicates,
             unreadable=self.unreadable,
             undecodable=self.undecodable,

@@ -15,8 +15,16 @@ from collections.abc import Callable, Collection
 from typing import Protocol
 
 from agents.outcomes import dead_letter, result
+from agents.provider_caller.tenancy import TenantGate
 from agents.rate_limiter.limiter import Admission, Limiter
-from providers.errors import NotAllowed, ProviderError, RateLimited, UnknownProvider
+from providers.auth.request import PreparedRequest
+from providers.errors import (
+    EventTooLarge,
+    NotAllowed,
+    ProviderError,
+    RateLimited,
+    UnknownProvider,
+)
 from providers.response import ProviderReply
 from schemas.errors import DecodeError
 from schemas.models import AttemptRecord, RequestEvent, ResultStatus, now_ms
@@ -29,10 +37,13 @@ log = logging.getLogger(__name__)
 class ProviderGateway(Protocol):
     """Calls the provider a request names; raises a ``ProviderError`` subclass on failure.
 
-    The reply comes back as the provider classified it, rate-limit headers included.
+    ``build`` is pure (no I/O) and refuses a bad request; ``call`` signs and sends what it
+    built. The reply comes back as the provider classified it, rate-limit headers included.
     """
 
-    async def call(self, request: RequestEvent) -> ProviderReply: ...
+    def build(self, request: RequestEvent) -> PreparedRequest: ...
+
+    async def call(self, request: RequestEvent, prepared: PreparedRequest) -> ProviderReply: ...
 
     @property
     def provider_names(self) -> frozenset[str]: ...
@@ -54,8 +65,10 @@ class Caller:
         limiter: Limiter | None = None,
         owner_of: Callable[[str], int | None] | None = None,
         max_in_flight: int = 512,
+        max_event_bytes: int | None = None,
         no_return: PointOfNoReturn | None = None,
         clock_ms: Callable[[], int] = now_ms,
+        tenancy: TenantGate | None = None,
     ) -> None:
         """Args:
         gateway: calls providers.
@@ -64,8 +77,11 @@ class Caller:
         limiter: quotas and rate limits; None calls without limits.
         owner_of: the partition that owns a limit key (None when unknown yet).
         max_in_flight: provider calls at once; waiting for a token holds no call slot.
+        max_event_bytes: records larger than this are refused before decoding (None: none).
         no_return: shared with the loop, which cancels requests that have not called yet.
         clock_ms: epoch milliseconds, injectable for tests.
+        tenancy: binds tenants to topics, caps priority, applies allow-lists (None: requests
+            are taken at their word, as without ``[tenants.*]``).
         """
         self._gateway = gateway
         self._decoder = decoder
@@ -73,18 +89,31 @@ class Caller:
         self._limiter = limiter
         self._owner_of = owner_of
         self._call_slots = asyncio.Semaphore(max_in_flight)
+        self._max_event_bytes = max_event_bytes
         self._no_return = no_return or PointOfNoReturn()
         self._clock_ms = clock_ms
+        self._tenancy = tenancy
 
     async def handle(self, source: SourceRecord) -> Outcome | Forward:
         """The outcome of one record. Never raises, except CancelledError when the record's
         partition is revoked while it waits for a token (it was not called, and will be read
         again by the partition's next owner)."""
+        size, cap = len(source.value), self._max_event_bytes
+        if cap is not None and size > cap:  # decoding it would cost more than it is worth
+            error = EventTooLarge(f"request record of {size} bytes over {cap}")
+            return self._dead(source, reason=error.reason, error=error, stage="decode")
         try:
             request = self._decoder.decode(source.value)
         except DecodeError as exc:
             return self._dead(source, reason=exc.reason, error=exc, stage="decode")
         try:
+            if self._tenancy is not None:  # the topic's tenant, its allow-list, its priority cap
+                bound = self._tenancy.bind(source, request)
+                if isinstance(bound, NotAllowed):
+                    return self._dead(
+                        source, reason=bound.reason, error=bound, stage="admission", request=request
+                    )
+                source, request = bound
             return await self._handle_request(source, request)
         except Exception as exc:  # a bug of ours must not stop the partition
             log.exception("unexpected error handling request %s", request.request_id)
@@ -97,13 +126,15 @@ class Caller:
     ) -> Outcome | Forward:
         refusal = self._refusal(request)
         if refusal is not None:
-            return self._dead(
-                source, reason=refusal.reason, error=refusal, stage="admission", request=request
-            )
+            return self._refused(source, request, refusal)
+        try:  # before admission: a request that cannot be sent spends no token or quota
+            prepared = self._gateway.build(request)
+        except ProviderError as exc:
+            return self._refused(source, request, exc)
         if request.deadline_passed(self._clock_ms() / 1000):
             return self._ended(request, ResultStatus.EXPIRED, "deadline_passed")
         if self._limiter is None:
-            return await self._call(source, request)
+            return await self._call(source, request, prepared)
         key = self._limiter.limit_key(request)
         owner = self._owner_of(key) if self._owner_of else None
         if owner is not None and owner != source.partition:
@@ -113,7 +144,7 @@ class Caller:
             return self._ended(request, ResultStatus.EXPIRED, decision.reason)
         if decision.admission is Admission.REJECTED:
             return self._ended(request, ResultStatus.REJECTED, decision.reason)
-        return await self._call(source, request)
+        return await self._call(source, request, prepared)
 
     def _refusal(self, request: RequestEvent) -> ProviderError | None:
         """Why a request may not be made at all, checked before it spends anything."""
@@ -123,17 +154,22 @@ class Caller:
             return NotAllowed(f"reply_to topic {request.reply_to!r} is not an allowed reply topic")
         return None
 
+    def _refused(self, source: SourceRecord, request: RequestEvent, exc: ProviderError) -> Outcome:
+        return self._dead(source, reason=exc.reason, error=exc, stage="admission", request=request)
+
     def _ended(self, request: RequestEvent, status: ResultStatus, reason: str | None) -> Outcome:
         ended = result(request, status, now_ms=self._clock_ms(), reason=reason)
         return Outcome(ended, reply_to=request.reply_to)
 
-    async def _call(self, source: SourceRecord, request: RequestEvent) -> Outcome:
+    async def _call(
+        self, source: SourceRecord, request: RequestEvent, prepared: PreparedRequest
+    ) -> Outcome:
         started_ms = self._clock_ms()
         started = time.perf_counter()
         try:
             async with self._call_slots:
                 self._no_return.mark_passed()  # from here on, a revocation waits for this call
-                reply = await self._gateway.call(request)
+                reply = await self._gateway.call(request, prepared)
         except ProviderError as exc:
             if isinstance(exc, RateLimited) and self._limiter is not None:
                 self._limiter.observe_rate_limited(request, source.partition, exc.retry_after_s)

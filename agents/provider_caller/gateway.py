@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from providers.auth.request import PreparedRequest
 from providers.base import Provider
 from providers.errors import ProviderError, UnknownProvider
 from providers.http import ProviderClient
@@ -33,13 +34,18 @@ class HttpGateway:
     def provider_names(self) -> frozenset[str]:
         return self._names
 
-    async def call(self, request: RequestEvent) -> ProviderReply:
-        provider = self._providers.get(request.provider)
-        if provider is None:
-            raise UnknownProvider(f"provider {request.provider!r} is not configured")
+    def build(self, request: RequestEvent) -> PreparedRequest:
+        """The unsigned request (pure, no I/O), or the PermanentError that refuses it."""
+        return self._client.build(self._provider(request), request)
+
+    async def call(
+        self, request: RequestEvent, prepared: PreparedRequest | None = None
+    ) -> ProviderReply:
+        """Sign and send ``prepared`` (from ``build``; built here when None), and classify."""
+        provider = self._provider(request)
         self._in_flight += 1
         try:
-            reply = await self._client.call(provider, request)
+            reply = await self._client.call(provider, request, prepared=prepared)
         except ProviderError as exc:
             self._failed_calls[provider.name, exc.reason].inc()
             raise
@@ -48,6 +54,12 @@ class HttpGateway:
         self._ok_calls[provider.name].inc()
         self._call_seconds[provider.name].observe(reply.latency_s)
         return reply
+
+    def _provider(self, request: RequestEvent) -> Provider:
+        provider = self._providers.get(request.provider)
+        if provider is None:
+            raise UnknownProvider(f"provider {request.provider!r} is not configured")
+        return provider
 
     async def close(self) -> None:
         await self._client.close()

@@ -17,6 +17,7 @@ from infra.errors import BrokerStartError
 from infra.kafka.jars import resolve_jars
 from infra.kafka.node import KafkaNode, find_java
 from infra.kafka.properties import NodeAddress, new_cluster_id
+from infra.kafka.security import ScramUsers
 from infra.ports import free_port
 from infra.probe import ClusterView, wait_for
 from infra.process import STOP_GRACE_S, forget_at_exit, stop_at_exit, terminate_all
@@ -47,6 +48,9 @@ class KafkaCluster:
         heap: the JVM heap per node (`-Xmx`/`-Xms`); 256m works, 128m does not.
         overrides: server.properties keys to add or replace on every node.
         start_timeout_s: how long `start()` waits for every node to answer.
+        sasl: secure the cluster (`infra.kafka.security`): clients must authenticate with
+            SCRAM-SHA-256 as one of these users, and ACLs decide what each may do. None (the
+            default) is a PLAINTEXT cluster that lets anyone do anything.
     """
 
     def __init__(
@@ -58,6 +62,7 @@ class KafkaCluster:
         *,
         overrides: Mapping[str, str] | None = None,
         start_timeout_s: float = 90.0,
+        sasl: ScramUsers | None = None,
     ) -> None:
         if nodes < 1:
             raise ValueError(f"a cluster needs at least one node, not {nodes}")
@@ -67,6 +72,7 @@ class KafkaCluster:
         self._heap = heap
         self._overrides = dict(overrides or {})
         self._start_timeout_s = start_timeout_s
+        self._sasl = sasl
         self._data_dir: Path | None = None
         self._owns_data_dir = False
         self._nodes: list[KafkaNode] = []
@@ -120,6 +126,7 @@ class KafkaCluster:
                 java=java,
                 lib=lib,
                 heap=self._heap,
+                sasl=self._sasl,
             )
             for address in addresses
         ]
@@ -214,7 +221,12 @@ class KafkaCluster:
             return self._addresses_in_use
         ports = [self._port or free_port()] + [free_port() for _ in range(self._size - 1)]
         return [
-            NodeAddress(node_id=i + 1, port=port, controller_port=free_port())
+            NodeAddress(
+                node_id=i + 1,
+                port=port,
+                controller_port=free_port(),
+                probe_port=free_port() if self._sasl is not None else None,
+            )
             for i, port in enumerate(ports)
         ]
 
@@ -270,8 +282,7 @@ class KafkaCluster:
         for node in waiting:
             try:
                 wait_for(
-                    node.address.host,
-                    node.address.port,
+                    *node.address.probe,
                     ready=complete,
                     timeout_s=max(0.0, deadline - time.monotonic()),
                     check_alive=check_alive,

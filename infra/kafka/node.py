@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from infra.errors import BrokerStartError, ToolMissing
+from infra.errors import BrokerStartError, InfraError, ToolMissing
 from infra.kafka.properties import NodeAddress, render, server_properties
+from infra.kafka.security import ScramUsers, secure_properties
 from infra.process import quote_logs
 
 logger = logging.getLogger(__name__)
@@ -35,17 +38,47 @@ def find_java() -> str:
     )
 
 
+class PortInUse(InfraError):
+    """A port a broker must listen on is taken: the broker would die on bind while whatever
+    holds the port answers in its place."""
+
+    operator_action = "stop what listens there, or choose another port (--port)"
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Raises:
+    PortInUse: something already listens on ``host:port`` (another broker, most likely).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Like the brokers' own listeners: a port in TIME_WAIT is free to them.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise PortInUse(f"port {port} on {host} is already in use.") from None
+
+
 class KafkaNode:
     """A combined broker+controller living in `home`: config, data, logs and its JVM."""
 
     def __init__(
-        self, address: NodeAddress, *, home: Path, java: str, lib: Path, heap: str
+        self,
+        address: NodeAddress,
+        *,
+        home: Path,
+        java: str,
+        lib: Path,
+        heap: str,
+        sasl: ScramUsers | None = None,
     ) -> None:
         self.address = address
         self.home = home
         self._java = java
         self._lib = lib
         self._heap = heap
+        self._sasl = sasl
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -80,6 +113,8 @@ class KafkaNode:
         self, cluster: Sequence[NodeAddress], overrides: Mapping[str, str] | None
     ) -> None:
         self.logs_path.mkdir(parents=True, exist_ok=True)
+        if self._sasl is not None:  # the caller's overrides still come last
+            overrides = {**secure_properties(self.address, self._sasl), **(overrides or {})}
         props = server_properties(
             self.address, cluster, log_dir=self.data_path, overrides=overrides
         )
@@ -104,15 +139,26 @@ class KafkaNode:
         """StorageTool `format`; `--ignore-formatted` once the node has been formatted before.
 
         A node formatted with another cluster id still fails, which is why the id is kept
-        beside the data.
+        beside the data. A secured node's SCRAM users are created here, in the metadata log
+        (only on the first format: later runs keep the users they find).
         """
         args = ["format", "-t", cluster_id, "-c", str(self.config_path)]
+        if self._sasl is not None:
+            args += self._sasl.format_args()
         if self.formatted:
             args.append("--ignore-formatted")
         return self._java_command(_TOOL_HEAP, "kafka.tools.StorageTool", *args)
 
     def launch(self) -> None:
-        """Start the broker JVM in the background, its console output appended to a log file."""
+        """Start the broker JVM in the background, its console output appended to a log file.
+
+        Raises:
+            PortInUse: a port of the node is taken (the JVM would exit on bind, unnoticed
+                while another broker answers on it).
+        """
+        for port in (self.address.port, self.address.controller_port, self.address.probe_port):
+            if port is not None:
+                ensure_port_free(self.address.host, port)
         command = self._java_command(self._heap, "kafka.Kafka", str(self.config_path))
         with self.console_log.open("ab") as console:
             self.process = subprocess.Popen(

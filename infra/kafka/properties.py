@@ -13,16 +13,23 @@ from infra.ports import LOOPBACK
 
 @dataclass(frozen=True)
 class NodeAddress:
-    """Where one combined node listens: clients on `port`, the KRaft quorum on `controller_port`."""
+    """Where one combined node listens: clients on `port`, the KRaft quorum on `controller_port`,
+    and, on a secured node, the readiness probe on its own PLAINTEXT `probe_port`."""
 
     node_id: int
     port: int
     controller_port: int
     host: str = LOOPBACK
+    probe_port: int | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def probe(self) -> tuple[str, int]:
+        """Where a plain Metadata request gets an answer: the probe port, else the client port."""
+        return self.host, self.probe_port if self.probe_port is not None else self.port
 
 
 def quorum_voters(nodes: Sequence[NodeAddress]) -> str:

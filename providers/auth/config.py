@@ -10,7 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+
+from providers.auth.secrets import LITERAL_PREFIX, is_secret_ref
+from providers.header_names import SIGNER_RESERVED_HEADERS, check_header_name
 
 
 class _AuthModel(BaseModel):
@@ -42,6 +53,12 @@ class ApiKeyAuth(_AuthModel):
     name: str = Field(min_length=1, max_length=128)
     key: SecretStr
 
+    @model_validator(mode="after")
+    def _header_name(self) -> ApiKeyAuth:
+        if self.in_ == "header":  # a query parameter name is percent-encoded instead
+            check_header_name(self.name, reserved=SIGNER_RESERVED_HEADERS)
+        return self
+
 
 class BearerAuth(_AuthModel):
     """``Authorization: Bearer <token>`` (RFC 6750)."""
@@ -54,15 +71,19 @@ class BasicAuth(_AuthModel):
     """``Authorization: Basic base64(user:password)`` (RFC 7617)."""
 
     type: Literal["basic"] = "basic"
-    username: str = Field(min_length=1)
+    # A secret reference like the password (Stripe's username *is* the secret key), or a
+    # literal; a plain str so that code reading it keeps working, kept out of repr.
+    username: str = Field(min_length=1, repr=False)
     # Empty is valid: Stripe takes the secret key as the username and no password.
     password: SecretStr = SecretStr("")
 
     @field_validator("username")
     @classmethod
     def _no_colon(cls, value: str) -> str:
-        if ":" in value:  # RFC 7617 §2: the first colon separates user from password
-            raise ValueError("username must not contain ':'")
+        if is_secret_ref(value):
+            return value  # checked once resolved, when the signer is built
+        if ":" in value.removeprefix(LITERAL_PREFIX):  # RFC 7617 §2: the first colon
+            raise ValueError("username must not contain ':'")  # separates user from password
         return value
 
 
@@ -99,6 +120,11 @@ class HmacAuth(_AuthModel):
     timestamp_header: str = "X-Timestamp"
     key_id_header: str = "X-Key-Id"
     max_skew_s: float = Field(default=300.0, gt=0)
+
+    @field_validator("signature_header", "timestamp_header", "key_id_header")
+    @classmethod
+    def _header_names(cls, value: str) -> str:
+        return check_header_name(value, reserved=SIGNER_RESERVED_HEADERS)
 
 
 class MtlsAuth(_AuthModel):

@@ -22,7 +22,7 @@ from providers.auth.hmac_signing import HmacSigner
 from providers.auth.mtls import MtlsSigner, build_ssl_context
 from providers.auth.oauth2 import OAuth2ClientCredentialsSigner
 from providers.auth.oauth2_flow import FetchToken
-from providers.auth.secrets import resolve_secret
+from providers.auth.secrets import describe_ref, resolve_secret
 from providers.auth.signer import NoAuthSigner, Signer
 
 
@@ -52,7 +52,7 @@ def build_signer(config: AuthConfig, *, fetch_token: FetchToken | None = None) -
             return BearerSigner(token=resolve_secret(config.token).get_secret_value())
         case BasicAuth():
             password = resolve_secret(config.password).get_secret_value()
-            return BasicSigner(username=config.username, password=password)
+            return BasicSigner(username=_basic_username(config), password=password)
         case HmacAuth():
             return HmacSigner(
                 key_id=config.key_id,
@@ -75,6 +75,16 @@ def build_signer(config: AuthConfig, *, fetch_token: FetchToken | None = None) -
             )
         case MtlsAuth():
             return MtlsSigner(_mtls_context(config))
+
+
+def _basic_username(config: BasicAuth) -> str:
+    """The resolved username: a reference like the password, or a literal."""
+    username = resolve_secret(config.username).get_secret_value()
+    if not username or ":" in username:  # RFC 7617 §2: the first colon ends the user-id
+        raise AuthConfigError(
+            f"basic username {describe_ref(config.username)} must be non-empty, without ':'"
+        )
+    return username
 
 
 def ssl_context_for(config: AuthConfig) -> ssl.SSLContext | None:

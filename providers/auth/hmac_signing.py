@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 from providers.auth.request import PreparedRequest, path_and_query
-from providers.auth.signer import StaticSigner
+from providers.auth.signer import StaticSigner, secret_forms
 
 Algorithm = Literal["sha256", "sha512"]
 Encoding = Literal["hex", "base64"]
@@ -121,6 +121,7 @@ class HmacSigner(StaticSigner):
     __slots__ = (
         "_algorithm",
         "_encoding",
+        "_forms",
         "_key_id",
         "_key_id_header",
         "_secret",
@@ -141,6 +142,7 @@ class HmacSigner(StaticSigner):
     ) -> None:
         self._key_id = key_id
         self._secret = secret.encode()
+        self._forms = secret_forms(secret)
         self._algorithm: Algorithm = algorithm
         self._encoding: Encoding = encoding
         self._signature_header = signature_header
@@ -159,6 +161,10 @@ class HmacSigner(StaticSigner):
             encoding=self._encoding,
         )
         return request.with_headers(self._headers_for(signature, timestamp))
+
+    def secret_forms(self) -> tuple[str, ...]:
+        """The shared secret (never sent, but a provider's debug output may still show it)."""
+        return self._forms
 
     def _headers_for(self, signature: str, timestamp: str) -> Mapping[str, str]:
         return {

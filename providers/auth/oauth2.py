@@ -18,6 +18,7 @@ from providers.auth.oauth2_flow import (
     run_token_flow,
 )
 from providers.auth.request import PreparedRequest
+from providers.auth.signer import redact_values, secret_forms
 from providers.errors import ProviderError, ProviderTimeout, ProviderUnavailable, RateLimited
 
 # After a failed fetch, callers fail fast this long instead of hammering a broken endpoint.
@@ -31,15 +32,28 @@ class OAuth2ClientCredentialsSigner:
     caller does not cancel it for the others): 100 concurrent ``sign`` calls cost one request.
     """
 
-    __slots__ = ("_failure", "_fetch", "_inflight", "_margin_s", "_token", "_token_request")
+    __slots__ = (
+        "_failure", "_fetch", "_forms", "_inflight", "_margin_s", "_old_token", "_token",
+        "_token_request",
+    )  # fmt: skip
 
     def __init__(
-        self, *, token_request: PreparedRequest, refresh_margin_s: float, fetch_token: FetchToken
+        self,
+        *,
+        token_request: PreparedRequest,
+        refresh_margin_s: float,
+        fetch_token: FetchToken,
+        client_secret: str = "",
     ) -> None:
         self._token_request = token_request
         self._margin_s = refresh_margin_s
         self._fetch = fetch_token
+        # The client secret, in the form and the Basic header the token request carries it.
+        client_auth = token_request.headers.get("Authorization", "").removeprefix("Basic ")
+        self._forms = secret_forms(client_secret, client_auth)
         self._token: AccessToken | None = None
+        # The token before the current one: a 401 that echoes it can arrive after a refresh.
+        self._old_token: AccessToken | None = None
         self._inflight: asyncio.Task[AccessToken] | None = None
         self._failure: tuple[ProviderError, float] | None = None
 
@@ -51,6 +65,7 @@ class OAuth2ClientCredentialsSigner:
             token_request=build_token_request(config, client_secret),
             refresh_margin_s=config.refresh_margin_s,
             fetch_token=fetch_token,
+            client_secret=client_secret,
         )
 
     @property
@@ -80,7 +95,13 @@ class OAuth2ClientCredentialsSigner:
             and request.headers.get("Authorization") != token.headers["Authorization"]
         ):
             return
+        self._old_token = token  # still redacted: the answer to it may echo it
         self._token = None
+
+    def redact(self, text: str) -> str:
+        """``text`` with the client secret and the access tokens replaced by ``[redacted]``."""
+        tokens = [t.value for t in (self._token, self._old_token) if t is not None]
+        return redact_values(text, (*secret_forms(*tokens), *self._forms))
 
     async def aclose(self) -> None:
         """Cancel a fetch in flight (at shutdown)."""
@@ -115,6 +136,7 @@ class OAuth2ClientCredentialsSigner:
             self._failure = (error, now + hold_s)
             raise
         # Stored here, not in a callback, so callers resuming after the await see it.
+        self._old_token = self._token or self._old_token
         self._token = token
         return token
 

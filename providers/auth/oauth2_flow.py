@@ -54,6 +54,8 @@ class AccessToken:
 FetchToken = Callable[[PreparedRequest], Awaitable[TokenResponse]]
 TokenFlow = Generator[PreparedRequest, TokenResponse, AccessToken]
 
+# The longest wait a token endpoint's Retry-After may impose.
+MAX_TOKEN_RETRY_AFTER_S = 3600.0
 # RFC 6749 §5.2 error codes are short ASCII tokens; anything else is not echoed into messages.
 _ERROR_CODE = re.compile(r"[a-z_]{1,64}")
 
@@ -197,6 +199,9 @@ def _retry_after_s(headers: Mapping[str, str]) -> float | None:
     if raw is None:
         return None
     try:
-        return max(0.0, float(raw))
+        seconds = float(raw)
     except ValueError:
         return None  # an HTTP-date; the caller's backoff applies
+    # Bounded like a provider's own Retry-After (limits.max_retry_after_s' default): the
+    # signer holds the failure this long, and the limiter may wait for it too.
+    return min(max(0.0, seconds), MAX_TOKEN_RETRY_AFTER_S) if math.isfinite(seconds) else None

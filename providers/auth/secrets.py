@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import posixpath
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -12,6 +14,8 @@ from providers.auth.errors import SecretResolutionError
 SECRETS_DIR_ENV = "CALLSTREAM_SECRETS_DIR"
 # An escape for literal secrets that happen to start with one of the prefixes.
 LITERAL_PREFIX = "literal:"
+# The schemes that reach outside the declaration: what ``provider_secret_refs`` restricts.
+REF_SCHEMES = frozenset({"env", "file", "dir"})
 
 
 def resolve_secret(ref: str | SecretStr) -> SecretStr:
@@ -42,6 +46,34 @@ def resolve_secret(ref: str | SecretStr) -> SecretStr:
     if scheme == "literal":
         return SecretStr(rest)
     return SecretStr(raw)
+
+
+def is_secret_ref(value: str) -> bool:
+    """Whether ``value`` names a secret elsewhere (``env:``, ``file:``, ``dir:``)."""
+    return value.partition(":")[0] in REF_SCHEMES
+
+
+def is_reference(value: str) -> bool:
+    """Whether ``value`` is written as a reference, ``literal:`` included (shown redacted)."""
+    return is_secret_ref(value) or value.startswith(LITERAL_PREFIX)
+
+
+def canonical_ref(value: str) -> str:
+    """``value`` in the form allow-lists match: ``file:`` paths normalised (no ``..`` tricks)."""
+    scheme, _, rest = value.partition(":")
+    return f"file:{posixpath.normpath(rest)}" if scheme == "file" and rest else value
+
+
+def resolve_values(values: Mapping[str, str]) -> dict[str, str]:
+    """``values`` with every reference resolved; other strings stay as they are.
+
+    Raises:
+        SecretResolutionError: a reference does not resolve (the message names it, never a value).
+    """
+    return {
+        key: resolve_secret(v).get_secret_value() if is_reference(v) else v
+        for key, v in values.items()
+    }
 
 
 def describe_ref(ref: str | SecretStr) -> str:

@@ -2,9 +2,42 @@
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
+from urllib.parse import quote, quote_plus
 
 from providers.auth.request import PreparedRequest
+
+REDACTED = "[redacted]"
+# Shorter values are not redacted: they would blank out ordinary words, and a secret this
+# short protects nothing anyway.
+_MIN_SECRET_CHARS = 4
+
+
+def secret_forms(*secrets: str) -> tuple[str, ...]:
+    """Each secret as a provider might echo it: as is and percent-encoded (path and form
+    style), longest first, so a longer form is replaced whole before a shorter one in it."""
+    forms = {
+        form
+        for secret in secrets
+        if len(secret) >= _MIN_SECRET_CHARS
+        for form in (secret, quote(secret, safe=""), quote_plus(secret, safe=""))
+    }
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
+def base64_form(text: str) -> str:
+    """Standard base64 of ``text`` (UTF-8), as Basic credentials carry it."""
+    return base64.b64encode(text.encode()).decode("ascii")
+
+
+def redact_values(text: str, forms: Iterable[str]) -> str:
+    """``text`` with every occurrence of each of ``forms`` replaced by ``[redacted]``."""
+    for form in forms:
+        if form in text:
+            text = text.replace(form, REDACTED)
+    return text
 
 
 @runtime_checkable
@@ -42,6 +75,16 @@ class StaticSigner:
 
     def on_unauthorized(self, request: PreparedRequest | None = None) -> None:
         """Static credentials cannot be refreshed; a 401 is final."""
+
+    def secret_forms(self) -> tuple[str, ...]:
+        """The resolved secret values this signer sends, in every form it sends them."""
+        return ()
+
+    def redact(self, text: str) -> str:
+        """``text`` (a provider's error message) with this signer's secrets replaced by
+        ``[redacted]``: a provider that echoes the credential it rejected must not put it in
+        a result or a dead letter."""
+        return redact_values(text, self.secret_forms())
 
     def __repr__(self) -> str:
         # Subclasses keep credentials in slots; never let a default repr show them.

@@ -6,6 +6,8 @@
 - ``fake_fail_first`` / ``X-Fake-Fail-First``: apply ``fake_status`` to the first N calls of
   this key only (Idempotency-Key, else X-Request-Id, else the request target), then succeed.
 - ``fake_retry_after_s`` / ``X-Fake-Retry-After-S``: Retry-After of an injected 429 or 503.
+- ``fake_body_bytes``: the body size of an injected 2xx or 3xx (a JSON string), e.g. to answer
+  2 MB with ``fake_status=200``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Directives:
     delay_s: float | None = None
     fail_first: int | None = None
     retry_after_s: int | None = None
+    body_bytes: int | None = None
 
 
 def read_directives(request: web.Request) -> Directives | None:
@@ -53,6 +56,7 @@ def read_directives(request: web.Request) -> Directives | None:
     delay_raw = get("fake_delay_ms", "X-Fake-Delay-Ms")
     fail_raw = get("fake_fail_first", "X-Fake-Fail-First")
     retry_raw = get("fake_retry_after_s", "X-Fake-Retry-After-S")
+    body_raw = query.get("fake_body_bytes")
     return Directives(
         status=_status(status_raw) if status_raw is not None else None,
         delay_s=_number(delay_raw, "fake_delay_ms") / 1000 if delay_raw is not None else None,
@@ -60,6 +64,7 @@ def read_directives(request: web.Request) -> Directives | None:
         retry_after_s=int(_number(retry_raw, "fake_retry_after_s"))
         if retry_raw is not None
         else None,
+        body_bytes=int(_number(body_raw, "fake_body_bytes")) if body_raw is not None else None,
     )
 
 

@@ -22,6 +22,7 @@ _DIRECTIVE_PARAMS = {
     "fake_delay_ms": ParamSpec(pattern=r"[0-9]{1,7}(\.[0-9]+)?"),
     "fake_fail_first": ParamSpec(pattern=r"[0-9]{1,6}"),
     "fake_retry_after_s": ParamSpec(pattern=r"[0-9]{1,6}"),
+    "fake_body_bytes": ParamSpec(pattern=r"[0-9]{1,7}"),
 }
 _DIRECTIVE_HEADERS = (
     "X-Fake-Status",

@@ -339,7 +339,8 @@ class FakeProviderServer:
             # An injected 429 is not the bucket's: no state (bucket headers come from _with_rate).
             return rt.flavor.rate_limited(None, retry_after_s=retry_after_s or 1)
         if outcome < 400:
-            return respond(outcome, b"{}")
+            size = directives.body_bytes if directives is not None else None
+            return respond(outcome, b'"' + b"x" * (size - 2) + b'"' if size else b"{}")
         return rt.flavor.error(outcome, retry_after_s=retry_after_s)
 
     def _with_rate(self, rt: _Runtime, response: web.Response, now: float) -> web.Response:

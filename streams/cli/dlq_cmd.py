@@ -104,6 +104,14 @@ def replay(
         bool,
         typer.Option("--dry-run", help="Count what would be replayed; publish and commit nothing."),
     ] = False,
+    commit_empty: Annotated[
+        bool,
+        typer.Option(
+            "--commit-empty",
+            help="Move the group past what was read even when nothing matched (by default a "
+            "run that replays nothing moves nothing).",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
     config: ConfigOption = None,
     bootstrap: BootstrapOption = None,
@@ -111,6 +119,7 @@ def replay(
     """Republish matching dead letters as new attempts; each is replayed once per group."""
     from streams import composition_dlq
 
+    composition_dlq.check_filter(reason or (), stage or ())
     settings = settings_from(config, bootstrap)
     group_id = group or f"{settings.app_id}.dlq-replay"
     with progress_reporter("dlq replay") as show:
@@ -126,6 +135,7 @@ def replay(
                 dry_run=dry_run,
                 limit=limit,
                 progress=show,
+                commit_empty=commit_empty,
             )
         )
     if as_json:
@@ -170,6 +180,11 @@ def summary_lines(summary: ReplaySummary, topic: str, limit: int | None) -> list
         lines.append(f"stopped at --limit {limit}: run again with this group for the rest")
     if summary.dry_run:
         lines.append("dry run: nothing was published and the group's position did not move")
+    elif summary.replayed == 0 and summary.read and not summary.committed:
+        lines.append(
+            "nothing matched: the group's position did not move "
+            "(--commit-empty moves it past what was read)"
+        )
     return lines
 
 
@@ -178,9 +193,10 @@ def print_stats(counts: DeadLetterStats, topic: str) -> None:
     from rich.table import Table
 
     typer.echo(
-        f"{counts.letters} dead letters in {topic} ({counts.retriable} retriable, "
-        f"{counts.undecodable} undecodable); {counts.duplicates} duplicates, "
-        f"{counts.unreadable} unreadable records"
+        f"{counts.letters} dead letters in {topic} for {counts.requests} requests "
+        f"({counts.failed_again} replayed and failed again; {counts.retriable} retriable, "
+        f"{counts.undecodable} undecodable); {counts.duplicates} duplicates (the same "
+        f"attempt written twice), {counts.unreadable} unreadable records"
     )
     console = Console()
     for title, by in (("reason", counts.by_reason), ("stage", counts.by_stage)):

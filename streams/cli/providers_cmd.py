@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -11,7 +12,8 @@ from typing import Annotated, Any, NoReturn
 import typer
 from pydantic import SecretStr
 
-from providers.auth.secrets import describe_ref
+from providers.auth.config import BasicAuth
+from providers.auth.secrets import describe_ref, is_reference
 from providers.auth.signer import NoAuthSigner
 from providers.base import Provider
 from providers.declaration import ProviderSpec
@@ -36,8 +38,8 @@ SpecDirOption = Annotated[
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    """One line on stderr, no traceback."""
-    typer.echo(f"error: {message}", err=True)
+    """One line on stderr, no traceback, in the form every command uses."""
+    typer.echo(f"callstream: error: {' '.join(message.split())}", err=True)
     raise typer.Exit(code)
 
 
@@ -54,7 +56,12 @@ def _context(
         fail(str(exc))
     dirs = [*settings.provider_dirs, *(spec_dirs or [])]
     fetch_token = client.fetch_token if client is not None else None
-    registry = ProviderRegistry(spec_dirs=dirs, dev_providers=dev, fetch_token=fetch_token)
+    registry = ProviderRegistry(
+        spec_dirs=dirs,
+        dev_providers=dev,
+        fetch_token=fetch_token,
+        secret_refs=settings.provider_secret_refs,  # list and check show what a worker refuses
+    )
     return registry, settings
 
 
@@ -97,13 +104,32 @@ def show(name: str, config: ConfigOption = None, spec_dir: SpecDirOption = None)
     typer.echo(json.dumps(redacted(spec), indent=2, sort_keys=False))
 
 
+# Static header names whose literal value is likely a credential: shown as <literal> too.
+_SECRET_HEADER = re.compile(
+    r"auth|token|key|secret|passw|signature|cookie|session|credential", re.I
+)
+
+
 def redacted(spec: ProviderSpec) -> dict[str, Any]:
-    """The spec as JSON data, each secret replaced by its reference (``env:NAME``)."""
+    """The spec as JSON data, each secret replaced by its reference (``env:NAME``).
+
+    Secrets are auth's secret fields, the Basic username (Stripe's is the secret key) and
+    static header values written as references, or with a credential-like name.
+    """
     data = spec.model_dump(mode="json", by_alias=True)
     for key, value in dict(spec.auth).items():
         if isinstance(value, SecretStr):
             data["auth"][key] = describe_ref(value)
+    if isinstance(spec.auth, BasicAuth):
+        data["auth"]["username"] = describe_ref(spec.auth.username)
+    data["headers"] = {name: _shown_header(name, v) for name, v in spec.headers.items()}
     return data
+
+
+def _shown_header(name: str, value: str) -> str:
+    if is_reference(value) or _SECRET_HEADER.search(name):
+        return describe_ref(value)
+    return value
 
 
 @providers_app.command("validate")

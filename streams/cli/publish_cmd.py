@@ -1,11 +1,18 @@
-"""`callstream publish`: one request from flags, or many from a JSON-lines file."""
+"""`callstream publish`: one request from flags, or many from a JSON-lines file.
+
+Every request is checked against the provider catalog before anything is sent (issue 19): a
+request a worker would turn into a dead letter at once (unknown provider or operation, a
+missing or invalid parameter, a provider the settings do not activate) is one line and exit
+code 2 here instead.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -13,8 +20,10 @@ from pydantic import ValidationError
 from schemas.models import RequestEvent, now_ms
 from streams.cli.common import BootstrapOption, ConfigOption, run, settings_from
 from streams.errors import CallstreamError
-from streams.sdk import CallstreamClient
-from streams.settings import describe_validation_error
+from streams.settings import Settings, describe_validation_error
+
+if TYPE_CHECKING:
+    from providers.base import Provider
 
 
 class InputError(CallstreamError):
@@ -63,6 +72,87 @@ def read_requests(path: Path) -> list[RequestEvent]:
     ]
 
 
+class CatalogCheck:
+    """Checks requests the way a worker with the same settings would admit and build them.
+
+    Secrets are not resolved (the publisher's machine rarely has them): each provider is built
+    with a signer that signs nothing, so only its declaration and the request are checked.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        from providers.registry import ProviderRegistry
+
+        self._settings = settings
+        self._registry = ProviderRegistry(
+            spec_dirs=settings.provider_dirs, secret_refs=settings.provider_secret_refs
+        )
+        self._built: dict[str, Provider] = {}
+
+    def check(self, request: RequestEvent) -> None:
+        """Raises:
+        InputError: the worker would dead-letter ``request`` without calling anyone.
+        """
+        from providers.errors import ProviderError
+
+        provider = self._provider(request.provider)
+        reply_topics = self._settings.topics.reply_topics
+        if request.reply_to is not None and request.reply_to not in reply_topics:
+            raise InputError(f"reply_to topic {request.reply_to!r} is not in topics.reply_topics")
+        try:
+            provider.build_request(request)
+        except ProviderError as exc:
+            raise InputError(f"{exc.reason}: {exc}") from None
+
+    def _provider(self, name: str) -> Provider:
+        if name not in self._built:
+            self._built[name] = self._build(name)
+        return self._built[name]
+
+    def _build(self, name: str) -> Provider:
+        from providers.auth.signer import NoAuthSigner
+        from providers.errors import UnknownProvider
+        from providers.registry import apply_overrides
+        from providers.spec_file import SpecError
+
+        self._check_configured(name)
+        try:
+            registration = self._registry.registration(name)
+            spec = apply_overrides(self._registry.spec(name), self._settings.providers.get(name))
+            return registration.factory(spec, signer=NoAuthSigner())
+        except (UnknownProvider, SpecError) as exc:
+            raise InputError(str(exc)) from None
+
+    def _check_configured(self, name: str) -> None:
+        selection = self._settings.providers
+        if not selection:  # workers activate every known provider (never a test double)
+            known = self._registry.names()
+            if name not in known:
+                raise InputError(f"unknown provider {name!r}; known: {', '.join(known)}")
+            return
+        chosen = selection.get(name)
+        if chosen is None or not chosen.enabled:
+            active = ", ".join(sorted(n for n, o in selection.items() if o.enabled)) or "(none)"
+            raise InputError(
+                f"provider {name!r} is not configured (active in these settings: {active}); "
+                "workers would dead-letter it as unknown_provider"
+            )
+
+
+def check_requests(requests: Sequence[RequestEvent], settings: Settings, where: str = "") -> None:
+    """Check every request before any is sent; the first bad one is named.
+
+    Raises:
+        InputError: one line naming the request (its line with ``--file``) and the problem.
+    """
+    checker = CatalogCheck(settings)
+    for number, request in enumerate(requests, start=1):
+        try:
+            checker.check(request)
+        except InputError as exc:
+            prefix = f"{where}:{number}: " if where else ""
+            raise InputError(f"{prefix}{exc}") from None
+
+
 def publish(
     provider: Annotated[str | None, typer.Option(help="Provider name.")] = None,
     operation: Annotated[str | None, typer.Option(help="Operation of the provider.")] = None,
@@ -79,6 +169,14 @@ def publish(
         Path | None,
         typer.Option("--file", "-f", help="JSON-lines file of requests; '-' reads stdin."),
     ] = None,
+    no_validate: Annotated[
+        bool,
+        typer.Option(
+            "--no-validate",
+            help="Skip the check against the provider catalog (for publishers that cannot "
+            "see it); a bad request then becomes a dead letter.",
+        ),
+    ] = False,
     config: ConfigOption = None,
     bootstrap: BootstrapOption = None,
 ) -> None:
@@ -105,8 +203,12 @@ def publish(
         except ValidationError as exc:
             raise InputError(describe_validation_error(exc)) from None
     settings = settings_from(config, bootstrap)
+    if not no_validate:
+        check_requests(requests, settings, str(file) if file is not None else "")
 
     async def send() -> list[str]:
+        from streams.sdk import CallstreamClient
+
         async with CallstreamClient(settings) as client:
             return await client.publish_many(requests)
 

@@ -10,7 +10,6 @@ import typer
 
 from schemas.models import DeadLetterEvent, ResultEvent
 from streams.cli.common import BootstrapOption, ConfigOption, run, settings_from
-from streams.sdk import CallstreamClient
 
 results_app = typer.Typer(help="Read outcomes.", no_args_is_help=True)
 
@@ -33,16 +32,36 @@ def _text_or_base64(data: dict[str, Any]) -> None:
             _text_or_base64(value)
 
 
+def printable(text: str) -> str:
+    """``text`` with every non-printable character escaped (``\\r``, ``\\x1b``, ``\\u2028``):
+    a publisher chooses ids and names, and must not move the cursor or forge lines on the
+    reader's terminal (security review, finding 11)."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else _escape(char) for char in text)
+
+
+def _escape(char: str) -> str:
+    escaped = repr(char)[1:-1]
+    if escaped != char:  # \n, \t, \x1b...
+        return escaped
+    return f"\\u{ord(char):04x}"  # printable to repr() but not to str.isprintable()
+
+
 def one_line(event: ResultEvent | DeadLetterEvent) -> str:
+    """One line per outcome; everything a publisher or provider chose is escaped."""
     if isinstance(event, DeadLetterEvent):
+        message = printable(event.error_message)
         return (
-            f"{event.request_id or '-'}  dead_letter  reason={event.reason} "
-            f"stage={event.stage} error={event.error_type}"
+            f"{printable(event.request_id or '-')}  dead_letter  reason={printable(event.reason)} "
+            f"stage={printable(event.stage)} error={printable(event.error_type)}: {message}"
         )
-    extra = f" reason={event.reason}" if event.reason else ""
+    extra = f" reason={printable(event.reason)}" if event.reason else ""
+    error = f" error={printable(event.error_message)}" if event.error_message else ""
     return (
-        f"{event.request_id}  {event.status}  {event.provider}.{event.operation} "
-        f"http={event.http_status or '-'} {event.latency_ms:.1f}ms{extra}"
+        f"{printable(event.request_id)}  {event.status}  "
+        f"{printable(event.provider)}.{printable(event.operation)} "
+        f"http={event.http_status or '-'} {event.latency_ms:.1f}ms{extra}{error}"
     )
 
 
@@ -65,6 +84,8 @@ def tail(
     settings = settings_from(config, bootstrap)
 
     async def read() -> None:
+        from streams.sdk import CallstreamClient
+
         printed = 0
         async with CallstreamClient(settings) as client:
             stream = (

@@ -9,8 +9,10 @@ from streams.cli.common import BootstrapOption, ConfigOption, settings_from, use
 
 def worker(config: ConfigOption = None, bootstrap: BootstrapOption = None) -> None:
     """Run a worker: consume request events, call providers, publish outcomes."""
-    from streams.composition import run_worker  # imported here: `callstream --help` stays fast
+    from streams.app import check_web_port
+    from streams.composition import run_worker
 
     settings = settings_from(config, bootstrap)
+    check_web_port(settings.web)
     use_event_loop(settings.caller.event_loop)
     run_worker(settings, asyncio.new_event_loop())

@@ -11,6 +11,8 @@ called twice for a request on a graceful handover.
 The rules that keep at-least-once:
 - a record's offset is committed only after its outcome (and those of every earlier record of
   the partition) is acknowledged by the broker (:class:`streams.stage.offsets.OffsetTracker`);
+  an outcome the broker refuses for good is replaced by a dead letter, so no record stays
+  unfinished and stops its partition's commits;
 - records fetched before a rebalance are dropped if the rebalance happened before they started:
   the new assignment re-reads from the committed position.
 """
@@ -168,11 +170,30 @@ class StageLoop:
 
     async def _process(self, tp: TopicPartition, source: SourceRecord) -> None:
         try:
-            outcome = await self._handler.handle(source)
-            await self._publisher.publish(outcome)
-            self._tracker.finish(tp, source.offset)
+            await self._run(source)
+            self._tracker.finish(tp, source.offset)  # not when cancelled: the next owner redoes it
         finally:
             self._slots.release()
+
+    async def _run(self, source: SourceRecord) -> None:
+        """Handle the record and publish its outcome. If the handler fails (a bug: per-record
+        failures are outcomes) or the broker refuses the outcome for good, a dead letter ends
+        the record instead: a record must never jam its partition (issue 19)."""
+        try:
+            outcome = await self._handler.handle(source)
+        except Exception as exc:
+            log.exception(
+                "handler failed on %s[%d]@%d", source.topic, source.partition, source.offset
+            )
+            await self._publisher.publish_instead(source, exc, stage="handler", request_id=None)
+            return
+        try:
+            await self._publisher.publish(outcome)
+        except Exception as exc:
+            request_id = None if isinstance(outcome, Forward) else outcome.event.request_id
+            await self._publisher.publish_instead(
+                source, exc, stage="publish", request_id=request_id
+            )
 
     async def commit(self, only: Iterable[TopicPartition] | None = None) -> None:
         """Commit every partition whose contiguous finished position moved.

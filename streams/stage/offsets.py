@@ -15,12 +15,21 @@ from __future__ import annotations
 
 import base64
 import heapq
+import logging
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+log = logging.getLogger(__name__)
+
 # Kafka's offset.metadata.max.bytes defaults to 4096; stay clearly under it.
 MAX_METADATA_CHARS = 3800
+# At most this many finished offsets go into, and come out of, commit metadata: another
+# member's metadata is input, and 24 characters of it could otherwise name 10^8 offsets
+# (9 GB; review finding 12). Offsets left out only run again on the next owner.
+MAX_DONE_OFFSETS = 100_000
+# Runs as varints take at most this much once inflated; more is not metadata we wrote.
+_MAX_INFLATED_BYTES = 1 << 20
 _PREFIX = "cs1:"
 
 
@@ -112,9 +121,10 @@ def encode_done(position: int, offsets: Iterable[int]) -> str:
     """Finished offsets above ``position`` as a compact commit-metadata string.
 
     Runs of consecutive offsets become (gap, length) pairs as varints, deflated and base64'd;
-    offsets that would not fit ``MAX_METADATA_CHARS`` are left out (they may run twice).
+    offsets past the lowest ``MAX_DONE_OFFSETS``, or that would not fit ``MAX_METADATA_CHARS``,
+    are left out (they may run twice).
     """
-    runs = _runs(sorted(o for o in offsets if o >= position), position)
+    runs = _runs(sorted(o for o in offsets if o >= position)[:MAX_DONE_OFFSETS], position)
     while runs:
         text = _PREFIX + base64.b64encode(zlib.compress(_varints(runs), 9)).decode()
         if len(text) <= MAX_METADATA_CHARS:
@@ -124,16 +134,33 @@ def encode_done(position: int, offsets: Iterable[int]) -> str:
 
 
 def decode_done(position: int, metadata: str) -> set[int]:
-    """The offsets :func:`encode_done` stored; empty for metadata it did not write."""
+    """The offsets :func:`encode_done` stored; empty for metadata it did not write.
+
+    Metadata naming more than ``MAX_DONE_OFFSETS`` offsets (or inflating past what such runs
+    take) is not ours: it is ignored whole, with a warning, so those records run again
+    rather than being skipped on a stranger's word.
+    """
     if not metadata.startswith(_PREFIX):
         return set()
     try:
-        numbers = _unvarints(zlib.decompress(base64.b64decode(metadata[len(_PREFIX) :])))
+        inflater = zlib.decompressobj()
+        data = inflater.decompress(base64.b64decode(metadata[len(_PREFIX) :]), _MAX_INFLATED_BYTES)
     except (ValueError, zlib.error):
+        return set()
+    if inflater.unconsumed_tail:
+        log.warning("commit metadata inflates past %d bytes: ignored", _MAX_INFLATED_BYTES)
+        return set()
+    numbers = _unvarints(data)
+    pairs = list(zip(numbers[::2], numbers[1::2], strict=False))
+    total = sum(length for _, length in pairs)
+    if total > MAX_DONE_OFFSETS:
+        log.warning(
+            "commit metadata names %d finished offsets, over %d: ignored", total, MAX_DONE_OFFSETS
+        )
         return set()
     done: set[int] = set()
     cursor = position
-    for gap, length in zip(numbers[::2], numbers[1::2], strict=False):
+    for gap, length in pairs:
         cursor += gap
         done.update(range(cursor, cursor + length))
         cursor += length

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 import typer
 
 from infra.broker import start_broker
+from infra.errors import BrokerStartError, InfraError
 
 broker_app = typer.Typer(help="Run a local broker.", no_args_is_help=True)
 
@@ -38,7 +39,13 @@ def start(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    broker = start_broker(chosen, nodes=nodes, port=port, data_dir=data_dir)
+    try:
+        broker = start_broker(chosen, nodes=nodes, port=port, data_dir=data_dir)
+    except InfraError as exc:
+        # One line; a start error's log tail stays in the log file the line names.
+        head = InfraError.__str__(exc) if isinstance(exc, BrokerStartError) else str(exc)
+        typer.echo(f"callstream: error: {' '.join(head.split())}", err=True)
+        raise typer.Exit(2) from None
     try:
         typer.echo(f"{kind} broker ready: bootstrap servers {broker.bootstrap_servers}")
         typer.echo(f"export CALLSTREAM_KAFKA__BOOTSTRAP_SERVERS={broker.bootstrap_servers}")

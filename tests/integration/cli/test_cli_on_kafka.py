@@ -33,6 +33,8 @@ def topic_env(settings) -> dict[str, str]:
         "CALLSTREAM_TOPICS__REQUESTS": settings.topics.requests,
         "CALLSTREAM_TOPICS__RESULTS": settings.topics.results,
         "CALLSTREAM_TOPICS__DEAD_LETTERS": settings.topics.dead_letters,
+        # Publishers check requests against the providers these settings activate (issue 19).
+        "CALLSTREAM_PROVIDERS__FAKE__SHARDS": str(settings.providers["fake"].shards),
     }
 
 

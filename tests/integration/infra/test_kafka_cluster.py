@@ -11,6 +11,7 @@ import pytest
 from infra.errors import BrokerStartError
 from infra.kafka import KafkaCluster
 from infra.kafka.cluster import CLUSTER_ID_FILE
+from infra.kafka.node import PortInUse
 from infra.ports import LOOPBACK
 
 from .clients import create_topic, produce, read_all, unique
@@ -57,17 +58,28 @@ def test_temporary_data_dir_is_removed_on_stop() -> None:
 
 @pytest.mark.timeout(120)
 def test_start_failure_raises_with_the_broker_log_tail(tmp_path: Path) -> None:
+    # A heap too small for the LogManager: formatting succeeds, the broker dies starting.
+    cluster = KafkaCluster(nodes=1, heap="48m", data_dir=tmp_path / "kafka")
+    with pytest.raises(BrokerStartError) as caught:
+        cluster.start()
+
+    message = str(caught.value)
+    assert "Operator action:" in message.splitlines()[0]
+    assert "server.log" in message
+    assert "OutOfMemoryError" in caught.value.log_tail
+    assert not any(node.is_running() for node in cluster.nodes)
+
+
+def test_a_taken_port_is_refused_before_any_broker_starts(tmp_path: Path) -> None:
     with socket.socket() as squatter:
         squatter.bind((LOOPBACK, 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
 
         cluster = KafkaCluster(nodes=1, port=taken, data_dir=tmp_path / "kafka")
-        with pytest.raises(BrokerStartError) as caught:
+        with pytest.raises(PortInUse) as caught:
             cluster.start()
 
-    message = str(caught.value)
-    assert "Operator action:" in message.splitlines()[0]
-    assert "server.log" in message
-    assert "Address already in use" in caught.value.log_tail
+    assert f"port {taken}" in str(caught.value)
+    assert "Operator action:" in str(caught.value)
     assert not any(node.is_running() for node in cluster.nodes)

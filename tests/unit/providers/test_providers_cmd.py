@@ -33,7 +33,9 @@ def test_validate_error_is_one_line_with_exit_2(tmp_path: Path) -> None:
     code, out, err = run("validate", str(path))
     assert code == 2
     assert out == ""
-    assert err.startswith("error: github.toml: operations.get_repo.method: Input should be 'GET'")
+    assert err.startswith(
+        "callstream: error: github.toml: operations.get_repo.method: Input should be 'GET'"
+    )
     assert err.count("\n") == 1
 
 
@@ -53,7 +55,7 @@ def test_list_and_show(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_show_unknown_name() -> None:
     code, _, err = run("show", "gihtub")
     assert code == 2
-    assert err.startswith("error: unknown provider 'gihtub'; known: ")
+    assert err.startswith("callstream: error: unknown provider 'gihtub'; known: ")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -103,20 +105,21 @@ def test_check_without_the_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     code, _, err = run("check", "github")
     assert code == 2
     assert err == (
-        "error: github: secret env:GITHUB_TOKEN: environment variable GITHUB_TOKEN is not set\n"
+        "callstream: error: github: secret env:GITHUB_TOKEN: "
+        "environment variable GITHUB_TOKEN is not set\n"
     )
 
 
 def test_check_bad_param(monkeypatch: pytest.MonkeyPatch, loopback: str) -> None:
     code, _, err = run("check", "open_meteo", "--param", "latitude", "--base-url", loopback)
-    assert (code, err) == (2, "error: --param expects key=value, got 'latitude'\n")
+    assert (code, err) == (2, "callstream: error: --param expects key=value, got 'latitude'\n")
 
 
 def test_check_unknown_operation(loopback: str) -> None:
     code, _, err = run("check", "open_meteo", "--operation", "nope", "--base-url", loopback)
     assert (code, err) == (
         2,
-        "error: open_meteo has no operation 'nope'; operations: get_forecast\n",
+        "callstream: error: open_meteo has no operation 'nope'; operations: get_forecast\n",
     )
 
 

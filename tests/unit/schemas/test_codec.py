@@ -19,16 +19,19 @@ from schemas.tools.bench import sample_dead_letter, sample_request, sample_resul
 CODECS = Codecs()
 DEAD_LETTER_BYTES = CODECS.dead_letter.encode(sample_dead_letter())
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
-NAMES = st.text(min_size=1, max_size=128)
+# The model's patterns (schemas/models.py): visible ASCII ids, key-safe names, operations.
+IDS = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=128)
+NAMES = st.from_regex(r"[A-Za-z0-9._:@-]{1,128}", fullmatch=True)
+OPERATIONS = st.from_regex(r"[A-Za-z][A-Za-z0-9_.-]{0,127}", fullmatch=True)
 STRING_MAPS = st.dictionaries(st.text(max_size=12), st.text(max_size=40), max_size=5)
 
 REQUESTS = st.builds(
     RequestEvent,
-    request_id=NAMES,
-    idempotency_key=st.text(max_size=256),
+    request_id=IDS,
+    idempotency_key=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=256),
     tenant=NAMES,
     provider=NAMES,
-    operation=NAMES,
+    operation=OPERATIONS,
     params=STRING_MAPS,
     body=st.none() | st.binary(max_size=300),
     content_type=st.none() | st.text(max_size=40),

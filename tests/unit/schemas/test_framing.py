@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from schemas.catalog import EVENT_NAMES, SchemaVersion, current_schema, load_schema
+from schemas.catalog import (
+    EVENT_NAMES,
+    SchemaVersion,
+    current_schema,
+    load_schema,
+    released_schemas,
+)
 from schemas.codec import Codecs, EventCodec
 from schemas.errors import DecodeError
 from schemas.framing import ConfluentFraming, SingleObjectFraming
@@ -38,6 +44,11 @@ def registry() -> MemorySchemaIds:
     ids = MemorySchemaIds()
     for schema_id, name in enumerate(EVENT_NAMES, start=7):
         ids.register(current_schema(name), schema_id)
+    # Released versions that differ from the current one (a codec reads them too).
+    released = [old for name in EVENT_NAMES for old in released_schemas(name)]
+    for schema_id, old in enumerate(released, start=100):
+        if old.fingerprint not in ids.ids:
+            ids.register(old, schema_id)
     return ids
 
 

@@ -26,7 +26,16 @@ from streams.__main__ import main
         (["worker", "--config", "/nonexistent.toml"], {}, "config file not found"),
         (["worker"], {"CALLSTREAM_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}, "cannot reach Kafka"),
         (
-            ["publish", "--provider", "p", "--operation", "o", "--bootstrap", "127.0.0.1:1"],
+            [
+                "publish",
+                "--provider",
+                "p",
+                "--operation",
+                "o",
+                "--no-validate",
+                "-b",
+                "127.0.0.1:1",
+            ],
             {},
             "cannot reach Kafka at 127.0.0.1:1",
         ),

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import time
+import zlib
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -91,3 +96,56 @@ def test_finished_offsets_above_the_gap_are_reported_with_the_position():
     assert tracker.to_commit() == {"p": (0, [1, 3, 4])}
     tracker.finish("p", 0)
     assert tracker.to_commit() == {"p": (2, [3, 4])}
+
+
+def _metadata(runs: list[tuple[int, int]]) -> str:
+    """Commit metadata as any group member could write it: runs of (gap, length)."""
+    from streams.stage.offsets import _PREFIX, _varints
+
+    return _PREFIX + base64.b64encode(zlib.compress(_varints(runs), 9)).decode()
+
+
+@pytest.mark.parametrize(
+    "runs",
+    [
+        [(0, 10**8)],  # review finding 12: 24 characters, 10^8 offsets, 9 GB
+        [(0, 2**62)],  # would never finish
+        [(0, 60_000), (5, 60_000)],  # each run within the bound, not their total
+    ],
+)
+def test_metadata_naming_more_offsets_than_the_bound_is_ignored_whole(runs, caplog):
+    from streams.stage.offsets import MAX_DONE_OFFSETS, decode_done
+
+    assert sum(length for _, length in runs) > MAX_DONE_OFFSETS
+    started = time.perf_counter()
+    assert decode_done(7, _metadata(runs)) == set()
+    assert time.perf_counter() - started < 0.5
+    assert "ignored" in caplog.text
+
+
+def test_metadata_inflating_past_what_runs_take_is_ignored(caplog):
+    from streams.stage.offsets import _PREFIX, decode_done
+
+    bomb = _PREFIX + base64.b64encode(zlib.compress(bytes(2 << 20), 9)).decode()
+    assert len(bomb) < 3800
+    assert decode_done(0, bomb) == set()
+    assert "inflates past" in caplog.text
+
+
+def test_metadata_at_the_bound_still_decodes():
+    from streams.stage.offsets import MAX_DONE_OFFSETS, decode_done
+
+    assert decode_done(10, _metadata([(2, MAX_DONE_OFFSETS)])) == set(
+        range(12, 12 + MAX_DONE_OFFSETS)
+    )
+
+
+def test_encode_keeps_the_lowest_offsets_within_the_bound():
+    from streams.stage.offsets import MAX_DONE_OFFSETS, decode_done, encode_done
+
+    offsets = range(100, 100 + 2 * MAX_DONE_OFFSETS, 2)  # none adjacent: one run each
+    text = encode_done(100, [*offsets, 10**9])
+    decoded = decode_done(100, text)
+    assert decoded and len(decoded) <= MAX_DONE_OFFSETS
+    assert decoded == set(sorted(decoded)) and min(decoded) == 100
+    assert 10**9 not in decoded

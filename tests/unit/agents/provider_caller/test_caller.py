@@ -9,9 +9,22 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from agents.provider_caller.caller import Caller
+from agents.provider_caller.gateway import HttpGateway
 from agents.rate_limiter.book import LimitBook, ProviderLimit
 from agents.rate_limiter.limiter import Limiter, MemoryQuotaStore
-from providers.errors import NotFound, ProviderError, ProviderTimeout, RateLimited
+from providers.auth.request import PreparedRequest
+from providers.auth.signer import NoAuthSigner
+from providers.base import Provider
+from providers.declaration import ProviderSpec
+from providers.errors import (
+    NotAllowed,
+    NotFound,
+    ProviderError,
+    ProviderTimeout,
+    RateLimited,
+    UnknownOperation,
+)
+from providers.http import ProviderClient
 from providers.response import ProviderReply, RateLimitInfo
 from schemas.errors import DecodeError
 from schemas.models import DeadLetterEvent, RequestEvent, ResultEvent
@@ -34,11 +47,22 @@ class JsonDecoder:
 class ScriptedGateway:
     provider_names = frozenset({"fake"})
 
-    def __init__(self, answer: ProviderReply | BaseException) -> None:
+    def __init__(
+        self, answer: ProviderReply | BaseException, refusal: ProviderError | None = None
+    ) -> None:
         self.answer = answer
+        self.refusal = refusal  # what build() raises
+        self.built: list[RequestEvent] = []
         self.calls: list[RequestEvent] = []
 
-    async def call(self, request: RequestEvent) -> ProviderReply:
+    def build(self, request: RequestEvent) -> PreparedRequest:
+        self.built.append(request)
+        if self.refusal is not None:
+            raise self.refusal
+        return PreparedRequest("GET", f"http://fake.test/{request.operation}")
+
+    async def call(self, request: RequestEvent, prepared: PreparedRequest) -> ProviderReply:
+        assert prepared.url == f"http://fake.test/{request.operation}", "built before, sent as is"
         self.calls.append(request)
         if isinstance(self.answer, BaseException):
             raise self.answer
@@ -188,3 +212,103 @@ async def test_a_reply_saying_nothing_remains_holds_the_key_back():
     assert await tokens_after_reply(one_left, later_s=0.0) == pytest.approx(1, abs=1e-3)
     # Without the provider's word, our own bucket has its 2 tokens.
     assert await tokens_after_reply({}, later_s=0.0) == pytest.approx(2, abs=1e-3)
+
+
+class CountingLimiter:
+    """Records whether anything asked for admission (a token, quota, a waiting-room place)."""
+
+    def __init__(self) -> None:
+        self.admitted: list[RequestEvent] = []
+
+    def limit_key(self, request: RequestEvent) -> str:
+        return request.provider
+
+    async def admit(self, request: RequestEvent, partition: int, key: str) -> object:
+        self.admitted.append(request)
+        raise AssertionError("an invalid request must never reach admission")
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        UnknownOperation("fake has no operation 'nope'"),
+        NotAllowed("get_item: undeclared parameters: evil"),
+    ],
+)
+async def test_an_invalid_request_is_refused_before_admission(refusal: ProviderError):
+    gateway = ScriptedGateway(ProviderReply(200, b""), refusal=refusal)
+    limiter = CountingLimiter()
+    outcome = await caller_for(gateway, limiter=limiter).handle(record())
+    letter = outcome.event
+    assert isinstance(letter, DeadLetterEvent)
+    assert (letter.reason, letter.stage) == (refusal.reason, "admission")
+    assert limiter.admitted == [] and gateway.calls == []
+
+
+async def test_a_valid_request_is_built_once_and_sent_as_built():
+    gateway = ScriptedGateway(ProviderReply(200, b"{}"))
+    outcome = await caller_for(gateway).handle(record())
+    assert outcome.status == "ok"
+    assert len(gateway.built) == 1 and len(gateway.calls) == 1
+
+
+async def test_a_record_over_the_event_cap_is_refused_before_decoding():
+    class NeverDecoder:
+        def decode(self, raw: bytes) -> RequestEvent:
+            raise AssertionError("a record over the cap must not be decoded")
+
+    gateway = ScriptedGateway(ProviderReply(200, b""))
+    caller = Caller(gateway, NeverDecoder(), clock_ms=lambda: NOW_MS, max_event_bytes=100)
+    source = SourceRecord("requests", 1, 9, b"x" * 101)
+    letter = (await caller.handle(source)).event
+    assert isinstance(letter, DeadLetterEvent)
+    assert (letter.reason, letter.stage, letter.error_type) == (
+        "too_large",
+        "decode",
+        "EventTooLarge",
+    )
+    assert letter.original_raw == source.value and letter.original is None
+    assert "101 bytes over 100" in letter.error_message
+
+
+async def test_a_record_at_the_event_cap_is_decoded():
+    gateway = ScriptedGateway(ProviderReply(200, b""))
+    source = record()
+    caller = caller_for(gateway, max_event_bytes=len(source.value))
+    assert (await caller.handle(source)).status == "ok"
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"operation": "nope"}, "unknown_operation"),
+        ({"operation": "get_item", "params": {"item_id": "1", "evil": "x"}}, "not_allowed"),
+    ],
+)
+async def test_the_real_gateway_refuses_before_the_limiter_spends_a_token(
+    fields: dict[str, object], reason: str, monkeypatch: pytest.MonkeyPatch
+):
+    spec = ProviderSpec.model_validate({
+        "name": "fake", "base_url": "http://127.0.0.1:9",
+        "operations": {"get_item": {"path": "/items/{item_id}"}},
+    })  # fmt: skip
+    metrics = Metrics.create(CollectorRegistry())
+    gateway = HttpGateway(
+        {"fake": Provider(spec, signer=NoAuthSigner())}, ProviderClient(), metrics
+    )
+    limiter = Limiter(LimitBook({"fake": ProviderLimit(1, 1)}), MemoryQuotaStore(), metrics)
+    limiter.assign([0])
+    admitted: list[RequestEvent] = []
+    monkeypatch.setattr(limiter, "admit", lambda request, *args: admitted.append(request))
+    request = RequestEvent(provider="fake", **fields)  # type: ignore[arg-type]
+    try:
+        caller = Caller(gateway, JsonDecoder(), limiter=limiter)
+        outcome = await caller.handle(
+            SourceRecord("requests", 0, 1, request.model_dump_json().encode())
+        )
+    finally:
+        limiter.close()
+        await gateway.close()
+    assert isinstance(outcome.event, DeadLetterEvent)
+    assert (outcome.event.reason, outcome.event.stage) == (reason, "admission")
+    assert admitted == []

@@ -170,11 +170,17 @@ class FakeConsumer:
 class FakeSender:
     """Stands in for ``AIOKafkaProducer.send``: records each write and acknowledges it.
 
-    ``failures`` makes the next writes fail: an exception raised by ``send`` itself, or
-    ``"ack"`` for a delivery future that fails. ``hang`` leaves every delivery unacknowledged.
+    ``failures`` makes the next writes fail: an exception raised by ``send`` itself,
+    ``"ack"`` for a delivery future that fails (with a base ``KafkaError``, which is retried),
+    or ``("ack", error)`` for one that fails with ``error``. ``hang`` leaves every delivery
+    unacknowledged.
     """
 
-    def __init__(self, failures: Iterable[BaseException | str] = (), hang: bool = False) -> None:
+    def __init__(
+        self,
+        failures: Iterable[BaseException | str | tuple[str, BaseException]] = (),
+        hang: bool = False,
+    ) -> None:
         self.sent: list[tuple[str, bytes | None, bytes | None]] = []
         self.failures = list(failures)
         self.hang = hang
@@ -196,7 +202,8 @@ class FakeSender:
             failure = self.failures.pop(0)
             if isinstance(failure, BaseException):
                 raise failure
-            delivery.set_exception(KafkaError("not acknowledged"))
+            error = failure[1] if isinstance(failure, tuple) else KafkaError("not acknowledged")
+            delivery.set_exception(error)
         elif self.hang:
             self._unacknowledged.append(delivery)
         else:

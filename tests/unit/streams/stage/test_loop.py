@@ -9,6 +9,11 @@ from dataclasses import dataclass, field
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import (
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    TopicAuthorizationFailedError,
+)
 from aiokafka.structs import OffsetAndMetadata
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -104,10 +109,11 @@ def build_stage(
     metadata: bool = True,
     handler: GatedHandler | None = None,
     listeners: Sequence[PartitionListener] = (),
+    sender: FakeSender | None = None,
 ) -> Stage:
     consumer = consumer or FakeConsumer()
     metrics = Metrics.create(CollectorRegistry())
-    sender = FakeSender()
+    sender = sender or FakeSender()
     publisher = OutcomePublisher(
         sender,
         FakeEncoder(),
@@ -115,6 +121,7 @@ def build_stage(
         results_topic="results",
         dead_letter_topic="dlq",
         known_providers=frozenset({"acme"}),
+        retry_backoff_s=0.001,
     )
     no_return = handler.no_return if handler else PointOfNoReturn()
     handler = handler or GatedHandler(no_return, calling)
@@ -445,3 +452,73 @@ async def test_a_record_waiting_for_a_token_at_revocation_is_never_called_nor_co
     finally:
         await shut(stage)
         limiter.close()
+
+
+# -- a record never jams its partition (issue 19) --------------------------------------------
+
+
+class FailingHandler(GatedHandler):
+    """Raises (a bug) for the offsets in ``failing``; the others finish when opened."""
+
+    def __init__(self, failing: set[int]) -> None:
+        super().__init__(PointOfNoReturn())
+        self._failing = failing
+
+    async def handle(self, source: SourceRecord) -> Outcome:
+        if source.offset in self._failing:
+            raise RuntimeError(f"bug on {source.offset}")
+        return await super().handle(source)
+
+
+async def test_a_handler_that_raises_ends_its_record_with_a_dead_letter(
+    stage_factory: StageFactory,
+) -> None:
+    stage = await stage_factory(handler=FailingHandler({1}))
+    stage.consumer.feed(TP0, range(3))
+    await wait_until(lambda: len(stage.sender.sent) == 1)
+    assert stage.sender.sent[0][:1] == ("dlq",)
+    await stage.finish(0, 2)
+
+    await stage.loop.commit()
+    assert stage.committed() == OffsetAndMetadata(3, "")
+    assert stage.sample("callstream_outcomes_reduced_total", kind="replaced") == 1
+    assert stage.sample("callstream_dead_letters_total", reason="internal_error", stage="handler")
+    assert stage.loop.in_flight == 0
+
+
+@pytest.mark.parametrize(
+    ("failures", "kind", "writes"),
+    [
+        ([MessageSizeTooLargeError()], "replaced", 2),  # outcome refused, its dead letter taken
+        ([MessageSizeTooLargeError(), ("ack", TopicAuthorizationFailedError())], "lost", 2),
+    ],
+)
+async def test_an_outcome_refused_for_good_still_finishes_its_record_and_commits_move_on(
+    stage_factory: StageFactory, failures: list[object], kind: str, writes: int
+) -> None:
+    stage = await stage_factory(sender=FakeSender(failures=failures), max_pending=2)
+    stage.consumer.feed(TP0, range(4))
+    await wait_until(lambda: len(stage.handler.started) == 2)
+    stage.handler.open(0)
+    await wait_until(lambda: len(stage.sender.sent) == writes)
+    stage.handler.open(1)
+    await wait_until(lambda: len(stage.handler.started) == 4)  # both slots came back
+    await stage.finish(2, 3)
+
+    await stage.loop.commit()
+    assert stage.committed() == OffsetAndMetadata(4, "")
+    assert stage.sample("callstream_outcomes_reduced_total", kind=kind) == 1
+
+
+async def test_a_retriable_publish_error_is_retried_and_holds_the_commit_meanwhile(
+    stage_factory: StageFactory,
+) -> None:
+    stage = await stage_factory(sender=FakeSender(failures=[KafkaTimeoutError()] * 3))
+    stage.consumer.feed(TP0, range(2))
+    await wait_until(lambda: len(stage.handler.started) == 2)
+    stage.handler.open(0, 1)
+    await wait_until(lambda: len(stage.sender.sent) == 5)
+
+    await stage.loop.commit()
+    assert stage.committed() == OffsetAndMetadata(2, "")
+    assert [topic for topic, _, _ in stage.sender.sent] == ["results"] * 5
