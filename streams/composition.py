@@ -21,7 +21,7 @@ from agents.provider_caller.caller import Caller
 from agents.provider_caller.gateway import HttpGateway
 from agents.provider_caller.tenancy import TenantGate, TenantTable
 from agents.rate_limiter.book import LimitBook, ProviderLimit
-from agents.rate_limiter.limiter import Limiter
+from agents.rate_limiter.limiter import Limiter, WaitCaps
 from agents.rate_limiter.partitions import LimiterPartitions
 from providers.base import Provider
 from providers.errors import UnknownProvider
@@ -36,7 +36,7 @@ from streams.kafka import consumer_options, producer_options
 from streams.logs import quiet
 from streams.metrics import Metrics
 from streams.routing import PartitionRouter, RouterRefresh
-from streams.settings import LimiterSettings, ProviderSettings, Settings
+from streams.settings import LimiterSettings, ProviderSettings, Settings, TenantSettings
 from streams.stage.host import StageHost
 from streams.stage.loop import PartitionListener, StageLoop
 from streams.stage.no_return import PointOfNoReturn
@@ -138,9 +138,8 @@ async def compose(settings: Settings) -> Worker:
     limiter = None
     if settings.limiter.enabled:
         quotas = quota_table(settings, producer)
-        limiter = Limiter(
-            limit_book(providers, settings.providers, settings.limiter), quotas, metrics
-        )
+        book = limit_book(providers, settings.providers, settings.limiter, settings.tenants)
+        limiter = Limiter(book, quotas, metrics, caps=wait_caps(settings.limiter))
         listeners.append(LimiterPartitions(limiter, quotas))
     gateway = HttpGateway(providers, client, metrics)
     codecs = Codecs()
@@ -223,9 +222,10 @@ def limit_book(
     providers: Mapping[str, Provider],
     overrides: Mapping[str, ProviderSettings],
     limiter: LimiterSettings,
+    tenants: Mapping[str, TenantSettings] | None = None,
 ) -> LimitBook:
-    """Each provider's declared limit (settings may override it, and split it into shards) and
-    the tenant quotas."""
+    """Each provider's declared limit (settings may override it, and split it into shards),
+    the tenant quotas and the tenants' fair-share weights."""
     limits = {
         name: ProviderLimit(
             rate_per_s=provider.spec.limits.rate_per_s,
@@ -234,7 +234,17 @@ def limit_book(
         )
         for name, provider in providers.items()
     }
-    return LimitBook(limits, limiter.quotas, jitter_s=limiter.jitter_s)
+    weights = {name: tenant.weight for name, tenant in (tenants or {}).items()}
+    return LimitBook(limits, limiter.quotas, jitter_s=limiter.jitter_s, weights=weights)
+
+
+def wait_caps(limiter: LimiterSettings) -> WaitCaps:
+    """How much may wait in a partition's waiting room, and for how long (issue 20)."""
+    return WaitCaps(
+        per_key=limiter.max_waiting_per_key,
+        per_tenant=limiter.max_waiting_per_tenant,
+        default_max_wait_s=limiter.default_max_wait_s,
+    )
 
 
 def tenant_table(settings: Settings) -> TenantTable | None:

@@ -52,6 +52,7 @@ class Metrics:
     provider_call_seconds: Histogram
     calls_in_flight: Gauge
     requests_pending: Gauge
+    partitions_paused: Gauge
     consumer_lag: Gauge
     commits: Counter
     rebalances: Counter
@@ -104,6 +105,13 @@ class Metrics:
                 "Requests read and not finished: waiting for a token, calling, or publishing.",
                 registry=registry,
             ),
+            partitions_paused=Gauge(
+                "callstream_partitions_paused",
+                "Partitions not fetched because they hold their share of unfinished records "
+                "(caller.max_pending shared among the partitions, at most "
+                "caller.max_pending_per_partition each).",
+                registry=registry,
+            ),
             consumer_lag=Gauge(
                 "callstream_consumer_lag_records",
                 "Records between the committed position and the end of each owned partition.",
@@ -128,8 +136,8 @@ class Metrics:
             ),
             limiter_refusals=Counter(
                 "callstream_limiter_refusals",
-                "Requests not called: quota_exceeded, deadline_passed (expired while "
-                "waiting) or over_burst.",
+                "Requests not called: quota_exceeded, queue_full (waiting room cap), "
+                "deadline_passed or max_wait_exceeded (expired while waiting) or over_burst.",
                 ["provider", "reason"],
                 registry=registry,
             ),

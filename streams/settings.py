@@ -92,9 +92,12 @@ class CallerSettings(_Section):
 
     # Provider calls running at once, per worker.
     max_in_flight: int = Field(default=512, ge=1)
-    # Requests read and not finished yet (waiting for tokens, or calling), per worker. Waiting
-    # requests do not hold call slots, so a slow limit cannot starve other providers.
+    # Requests read and not finished yet (waiting for tokens, or calling), per worker, shared
+    # equally among the partitions it owns, each share at most max_pending_per_partition. A
+    # partition that fills its share is paused (consumer.pause), never the fetch loop: a slow
+    # provider's backlog stops only its own partition (issue 20). It resumes at half its share.
     max_pending: int = Field(default=20_000, ge=1)
+    max_pending_per_partition: int = Field(default=5_000, ge=1)
     commit_interval_s: float = Field(default=0.2, gt=0)
     # On a graceful rebalance in-flight calls finish and their offsets are committed before the
     # partitions are released, so the next owner never repeats them; this caps that wait.
@@ -159,6 +162,16 @@ class LimiterSettings(_Section):
     # by keeping this much burst in reserve (see agents/rate_limiter/bucket.py).
     jitter_s: float = Field(default=0.05, ge=0, le=5)
     quotas: list[QuotaRule] = Field(default_factory=list)
+    # Requests waiting in one partition's waiting room (for a token or a quota reset), per
+    # limit key and per tenant; past either cap a request is `rejected` with reason
+    # queue_full at once. The defaults rarely bind before the partition's share of
+    # caller.max_pending pauses it; set them below that share so that one key or one tenant
+    # cannot pause a partition that others share.
+    max_waiting_per_key: int = Field(default=10_000, ge=1)
+    max_waiting_per_tenant: int = Field(default=5_000, ge=1)
+    # A request without a deadline waits at most this long (`expired`, reason
+    # max_wait_exceeded); one with a deadline waits until its deadline.
+    default_max_wait_s: float = Field(default=300.0, gt=0)
 
 
 class TenantSettings(_Section):
@@ -173,6 +186,9 @@ class TenantSettings(_Section):
     operations: list[str] = Field(default_factory=lambda: ["*"])
     # A higher priority is lowered to this (clamped, not refused).
     max_priority: int = Field(default=9, ge=0, le=9)
+    # Its share of a limit key's calls against other tenants waiting in the same priority
+    # band (fair queuing, agents/rate_limiter/waiting_room.py). Names not in the table: 1.
+    weight: float = Field(default=1.0, gt=0, le=1000)
 
 
 class Settings(BaseSettings):

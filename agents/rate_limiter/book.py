@@ -47,8 +47,11 @@ class LimitBook:
         quotas: Iterable[QuotaRuleLike] = (),
         *,
         jitter_s: float = 0.05,
+        weights: Mapping[str, float] | None = None,
     ) -> None:
         self._limits = dict(limits)
+        # Tenant -> fair-share weight in the waiting room; a tenant not named weighs 1.
+        self._weights = dict(weights or {})
         self._policies = {
             name: shard(LimitPolicy(limit.rate_per_s, limit.burst, jitter_s=jitter_s), limit.shards)
             for name, limit in self._limits.items()
@@ -82,6 +85,10 @@ class LimitBook:
         if policy is None:
             policy = self._key_policies[key] = self._policies[parse_limit_key(key).provider]
         return policy
+
+    def weight_for(self, tenant: str) -> float:
+        """The tenant's share of a limit key's calls when several tenants wait on it."""
+        return self._weights.get(tenant, 1.0)
 
     def quota_for(self, tenant: str, provider: str) -> QuotaPolicy | None:
         """The most specific quota rule matching the tenant and provider, split per shard."""

@@ -5,6 +5,18 @@ suspended while other keys' requests keep flowing, and its offset stays uncommit
 is done. When a partition is revoked its waiting requests are cancelled unsent, so the next
 owner reads them again from the committed offset; the new owner starts with empty buckets
 (``fresh_after_handover``), because the old owner may have spent tokens it never recorded.
+
+Waiting is bounded (issue 20): per partition, at most ``max_waiting_per_key`` requests of a
+limit key and ``max_waiting_per_tenant`` of a tenant wait; past either a request is rejected at
+once (``queue_full``). A request without a deadline waits at most ``default_max_wait_s``
+(then ``expired``, reason ``max_wait_exceeded``).
+
+A quota counts a request when it goes, not when it starts waiting: one that expires or is
+cancelled while waiting was never sent and is never charged. While it waits it holds a
+reservation in memory, which admissions of its tenant count as if it were written, so a burst
+of requests cannot all pass the check and then overrun the quota. The table is written once
+per request sent, before the call: a crash after the write and before the commit charges the
+request again when it is read again (at least once, never less than the calls made).
 """
 
 from __future__ import annotations
@@ -15,12 +27,18 @@ import enum
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, TypeVar
 
 from agents.rate_limiter.book import LimitBook
 from agents.rate_limiter.bucket import Bucket, available, observe_provider_headers
 from agents.rate_limiter.gate import BucketGate
-from agents.rate_limiter.quota import QuotaPolicy, QuotaState, Verdict, check_and_count
+from agents.rate_limiter.quota import (
+    QuotaDecision,
+    QuotaPolicy,
+    QuotaState,
+    Verdict,
+    check_and_count,
+)
 from agents.rate_limiter.waiting_room import WaitingRoom
 from providers.response import RateLimitInfo
 from schemas.models import RequestEvent
@@ -28,11 +46,33 @@ from streams.metrics import LabelledCache, Metrics
 
 log = logging.getLogger(__name__)
 
+K = TypeVar("K")
+
 
 class Admission(enum.Enum):
     GO = "go"
     EXPIRED = "expired"
     REJECTED = "rejected"
+
+
+class _Wait(enum.Enum):
+    """How a wait in a partition's waiting room ended."""
+
+    GO = "go"
+    EXPIRED = "expired"
+    OVER_BURST = "over_burst"  # costs more than the bucket holds: never servable
+    QUEUE_FULL = "queue_full"  # not let in: its key or its tenant has as many waiting as allowed
+
+
+class WaitCaps(NamedTuple):
+    """Bounds on waiting (``LimiterSettings``), per partition's waiting room."""
+
+    per_key: int = 10_000
+    per_tenant: int = 5_000
+    default_max_wait_s: float = 300.0
+
+
+DEFAULT_CAPS = WaitCaps()
 
 
 class Decision(NamedTuple):
@@ -69,42 +109,84 @@ class PartitionLimiter:
     """Buckets and the waiting room of one partition; one release loop wakes the waiters."""
 
     def __init__(
-        self, partition: int, book: LimitBook, metrics: Metrics, clock: Callable[[], float]
+        self,
+        partition: int,
+        book: LimitBook,
+        metrics: Metrics,
+        clock: Callable[[], float],
+        caps: WaitCaps = DEFAULT_CAPS,
     ) -> None:
         self.partition = partition
         self._book = book
         self._metrics = metrics
         self._clock = clock
+        self._caps = caps
         self._buckets: dict[str, Bucket] = {}
         self._gate = BucketGate(self._buckets, book.policy_for)
-        self._waiting: WaitingRoom[asyncio.Future[Admission]] = WaitingRoom()
+        # Fair share among the tenants backlogged on one key, by their weights.
+        self._waiting: WaitingRoom[asyncio.Future[_Wait]] = WaitingRoom(book.weight_for)
+        # Our own counts of waiting requests, for the caps (the room orders, we bound).
+        self._by_key: dict[str, int] = {}
+        self._by_tenant: dict[str, int] = {}
+        # Per quota key: requests the quota let through that have not gone yet (uncounted).
+        self._reserved: dict[bytes, int] = {}
         self._wake = asyncio.Event()
         self._releaser = asyncio.create_task(self._release_forever())
 
     async def acquire(
-        self, request: RequestEvent, key: str, *, not_before: float | None = None
-    ) -> Admission:
-        """Wait until ``key`` has a token for the request, or its deadline passes.
+        self,
+        request: RequestEvent,
+        key: str,
+        *,
+        deadline_at: float | None,
+        not_before: float | None = None,
+        capped: bool = True,
+    ) -> _Wait:
+        """Wait until ``key`` has a token for the request, or ``deadline_at`` passes.
 
         Args:
+            deadline_at: the request's deadline, or the default maximum wait.
             not_before: hold the request in the waiting room until then (a quota reset).
+            capped: refuse it (``QUEUE_FULL``) when its key or tenant has the most waiting;
+                False for a request coming back, which already had its place.
         """
         now = self._clock()
         # Nobody waits for this key: no order to keep, take the token straight away.
         idle = not_before is None and not self._waiting.count(key)
         if idle and self._gate.try_take(key, 1, now) == 0.0:
-            return Admission.GO
-        ticket: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
+            return _Wait.GO
+        tenant = request.tenant
+        by_key = self._by_key.get(key, 0)
+        by_tenant = self._by_tenant.get(tenant, 0)
+        if capped and (by_key >= self._caps.per_key or by_tenant >= self._caps.per_tenant):
+            return _Wait.QUEUE_FULL
+        ticket: asyncio.Future[_Wait] = asyncio.get_running_loop().create_future()
         self._waiting.push(
             ticket,
             key=key,
             priority=request.priority,
-            deadline_at=request.deadline_s,
+            deadline_at=deadline_at,
             enqueued_at=now,
             not_before=not_before,
+            tenant=tenant,
         )
+        self._by_key[key] = by_key + 1
+        self._by_tenant[tenant] = by_tenant + 1
         self._wake.set()
-        return await ticket
+        try:
+            return await ticket
+        finally:
+            _decrement(self._by_key, key)
+            _decrement(self._by_tenant, tenant)
+
+    def reserved(self, quota_key: bytes) -> int:
+        return self._reserved.get(quota_key, 0)
+
+    def reserve(self, quota_key: bytes) -> None:
+        self._reserved[quota_key] = self._reserved.get(quota_key, 0) + 1
+
+    def unreserve(self, quota_key: bytes) -> None:
+        _decrement(self._reserved, quota_key)
 
     def observe(self, key: str, *, remaining: int, reset_s: float | None) -> None:
         """The provider's word on ``key``: ``remaining`` calls before ``reset_s`` (None: unsaid).
@@ -139,9 +221,9 @@ class PartitionLimiter:
     async def _release_forever(self) -> None:
         while True:
             release = self._waiting.release(self._clock(), self._gate)
-            _settle(release.ready, Admission.GO)
-            _settle(release.expired, Admission.EXPIRED)
-            _settle(release.unservable, Admission.REJECTED)
+            _settle(release.ready, _Wait.GO)
+            _settle(release.expired, _Wait.EXPIRED)
+            _settle(release.unservable, _Wait.OVER_BURST)
             self._wake.clear()
             timeout = None
             if release.next_due_at is not None:
@@ -150,10 +232,23 @@ class PartitionLimiter:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
 
-def _settle(tickets: Iterable[asyncio.Future[Admission]], admission: Admission) -> None:
+def _settle(tickets: Iterable[asyncio.Future[_Wait]], end: _Wait) -> None:
     for ticket in tickets:
         if not ticket.done():  # a cancelled waiter's slot is simply dropped
-            ticket.set_result(admission)
+            ticket.set_result(end)
+
+
+def _decrement(counts: dict[K, int], key: K) -> None:
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+
+
+def _expiry_reason(request: RequestEvent) -> str:
+    """Its own deadline passed, or (without one) the default maximum wait."""
+    return "deadline_passed" if request.deadline_at_ms is not None else "max_wait_exceeded"
 
 
 class Limiter:
@@ -166,11 +261,16 @@ class Limiter:
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.time,
+        caps: WaitCaps = DEFAULT_CAPS,
     ) -> None:
+        """Args:
+        caps: bounds on waiting per partition (``LimiterSettings``).
+        """
         self._book = book
         self._quotas = quotas
         self._metrics = metrics
         self._clock = clock
+        self._caps = caps
         self._partitions: dict[int, PartitionLimiter] = {}
         # By provider; bounded: admit only sees configured providers.
         self._wait_histograms = LabelledCache(metrics.limiter_wait_seconds)
@@ -182,7 +282,7 @@ class Limiter:
         for partition in partitions:
             if partition not in self._partitions:
                 self._partitions[partition] = PartitionLimiter(
-                    partition, self._book, self._metrics, self._clock
+                    partition, self._book, self._metrics, self._clock, self._caps
                 )
 
     def revoke(self, partitions: Iterable[int]) -> None:
@@ -194,7 +294,7 @@ class Limiter:
     async def admit(
         self, request: RequestEvent, partition: int, key: str | None = None
     ) -> Decision:
-        """Count the request against its tenant's quota, then wait for a token.
+        """Check the tenant's quota, wait for a token, and count the request if it goes.
 
         Args:
             key: the request's limit key when the caller has it already.
@@ -207,57 +307,128 @@ class Limiter:
         limiter = self._partitions.get(partition)
         if limiter is None:  # revoked between fetch and admission
             raise asyncio.CancelledError
+        deadline_at = request.deadline_s
+        if deadline_at is None:
+            deadline_at = started + self._caps.default_max_wait_s
         quota = self._book.quota_for(request.tenant, request.provider)
-        resets_at = None
-        if quota is not None:
-            refusal, resets_at = await self._count(request, partition, key, quota, now=started)
-            if refusal is not None:
-                return refusal
-        # A queued quota waits in the waiting room until the reset (not_before), like any wait.
-        admission = await limiter.acquire(request, key, not_before=resets_at)
-        while admission is Admission.GO and quota is not None and resets_at is not None:
-            # Counted when it goes; if others filled the new window first, it queues again.
-            now = self._clock()
-            refusal, resets_at = await self._count(request, partition, key, quota, now=now)
-            if refusal is not None:
-                return refusal
-            if resets_at is not None:
-                if self._partitions.get(partition) is not limiter:
-                    raise asyncio.CancelledError  # revoked while it waited
-                admission = await limiter.acquire(request, key, not_before=resets_at)
+        if quota is None:
+            end = await limiter.acquire(request, key, deadline_at=deadline_at)
+        else:
+            quota_key = f"{request.tenant}/{key}".encode()
+            admitted = await self._admit_quota(
+                request, limiter, key, quota_key, quota, deadline_at=deadline_at, now=started
+            )
+            if isinstance(admitted, Decision):
+                return admitted
+            end = admitted
         waited = self._clock() - started
         self._wait_histograms[request.provider].observe(waited)
-        if admission is not Admission.GO:
-            reason = "deadline_passed" if admission is Admission.EXPIRED else "over_burst"
-            self._metrics.limiter_refusals.labels(request.provider, reason).inc()
-            return Decision(admission, reason, key, waited)
-        return Decision(Admission.GO, None, key, waited)
+        if end is _Wait.GO:
+            return Decision(Admission.GO, None, key, waited)
+        if end is _Wait.EXPIRED:
+            return self._refused(request, Admission.EXPIRED, _expiry_reason(request), key, waited)
+        return self._refused(request, Admission.REJECTED, end.value, key, waited)
 
-    async def _count(
-        self, request: RequestEvent, partition: int, key: str, quota: QuotaPolicy, *, now: float
-    ) -> tuple[Decision | None, float | None]:
-        """Count the request against its quota.
-
-        Returns:
-            ``(None, None)``: counted; ``(refusal, None)``: rejected or expired;
-            ``(None, resets_at)``: queued, to go (and be counted) once the window resets.
-        """
-        quota_key = f"{request.tenant}/{key}".encode()
-        raw = self._quotas.get(partition, quota_key)
-        state = QuotaState.from_bytes(raw) if raw else QuotaState()
-        state_after, decision = check_and_count(state, now=now, policy=quota)
+    async def _admit_quota(
+        self,
+        request: RequestEvent,
+        limiter: PartitionLimiter,
+        key: str,
+        quota_key: bytes,
+        quota: QuotaPolicy,
+        *,
+        deadline_at: float,
+        now: float,
+    ) -> _Wait | Decision:
+        """The wait of a request under a quota: a refusal, or how its wait ended. A request
+        that goes is counted in the quota table before its call (see the module docstring)."""
+        decision = self._check(limiter, quota_key, quota, now=now)
         if decision.verdict is Verdict.REJECT:
-            self._metrics.limiter_refusals.labels(request.provider, "quota_exceeded").inc()
             retry_after_s = decision.retry_after_s(now)
-            return Decision(Admission.REJECTED, "quota_exceeded", key, 0.0, retry_after_s), None
+            return self._refused(
+                request, Admission.REJECTED, "quota_exceeded", key, 0.0, retry_after_s
+            )
         if decision.verdict is Verdict.QUEUE:
             resets_at = decision.resets_at or 0.0
-            if request.deadline_passed(resets_at):  # would expire while queued: say so now
-                self._metrics.limiter_refusals.labels(request.provider, "deadline_passed").inc()
-                return Decision(Admission.EXPIRED, "deadline_passed", key), None
-            return None, resets_at
-        await self._quotas.put(partition, quota_key, state_after.to_bytes())
-        return None, None
+            return await self._queue(
+                request, limiter, key, quota_key, quota, deadline_at, resets_at
+            )
+        limiter.reserve(quota_key)
+        try:
+            end = await limiter.acquire(request, key, deadline_at=deadline_at)
+        finally:
+            limiter.unreserve(quota_key)  # counted below if it goes, else never
+        if end is _Wait.GO:
+            await self._charge(limiter, quota_key, now=self._clock())
+        return end
+
+    async def _queue(
+        self,
+        request: RequestEvent,
+        limiter: PartitionLimiter,
+        key: str,
+        quota_key: bytes,
+        quota: QuotaPolicy,
+        deadline_at: float,
+        resets_at: float,
+    ) -> _Wait | Decision:
+        """Over a queueing quota: wait in the room until the window resets (``not_before``),
+        then count it; if others filled the new window first, it queues again."""
+        capped = True
+        while resets_at < deadline_at:
+            end = await limiter.acquire(
+                request, key, deadline_at=deadline_at, not_before=resets_at, capped=capped
+            )
+            if end is not _Wait.GO:
+                return end
+            now = self._clock()
+            self._still_owned(limiter)
+            decision = self._check(limiter, quota_key, quota, now=now)
+            if decision.allowed:
+                await self._charge(limiter, quota_key, now=now)
+                return end
+            resets_at, capped = decision.resets_at or 0.0, False  # it had its place
+        # It would expire while queued: say so now.
+        return self._refused(request, Admission.EXPIRED, _expiry_reason(request), key)
+
+    def _check(
+        self, limiter: PartitionLimiter, quota_key: bytes, quota: QuotaPolicy, *, now: float
+    ) -> QuotaDecision:
+        """Whether one more request fits the quota, counting the written requests and those
+        reserved (let through, not gone yet). Writes nothing."""
+        state = self._read(limiter.partition, quota_key)
+        reserved = limiter.reserved(quota_key)
+        if reserved:
+            state = state.rolled(now).counted(reserved)
+        return check_and_count(state, now=now, policy=quota)[1]
+
+    async def _charge(self, limiter: PartitionLimiter, quota_key: bytes, *, now: float) -> None:
+        """Count one request sent now (read, count and stage with no await in between)."""
+        self._still_owned(limiter)
+        state = self._read(limiter.partition, quota_key).rolled(now).counted(1)
+        await self._quotas.put(limiter.partition, quota_key, state.to_bytes())
+
+    def _still_owned(self, limiter: PartitionLimiter) -> None:
+        """Raise CancelledError if the partition was revoked since the request's token came:
+        its quota table is gone, and the next owner reads the request again (uncounted)."""
+        if self._partitions.get(limiter.partition) is not limiter:
+            raise asyncio.CancelledError
+
+    def _read(self, partition: int, quota_key: bytes) -> QuotaState:
+        raw = self._quotas.get(partition, quota_key)
+        return QuotaState.from_bytes(raw) if raw else QuotaState()
+
+    def _refused(
+        self,
+        request: RequestEvent,
+        admission: Admission,
+        reason: str,
+        key: str,
+        waited: float = 0.0,
+        retry_after_s: float | None = None,
+    ) -> Decision:
+        self._metrics.limiter_refusals.labels(request.provider, reason).inc()
+        return Decision(admission, reason, key, waited, retry_after_s)
 
     def observe(self, request: RequestEvent, partition: int, info: RateLimitInfo | None) -> None:
         """A successful reply's rate-limit headers (its primary dimension): lower the key's

@@ -96,4 +96,6 @@ class StageHost(mode.Service):
                 f"{tp.topic}[{tp.partition}]" for tp in stage_loop.owned_partitions
             ),
             "in_flight": stage_loop.in_flight,
+            # Full partitions, not fetched until they drain (issue 20); the rest flow.
+            "paused": sorted(f"{tp.topic}[{tp.partition}]" for tp in stage_loop.paused_partitions),
         }

@@ -15,6 +15,19 @@ The rules that keep at-least-once:
   unfinished and stops its partition's commits;
 - records fetched before a rebalance are dropped if the rebalance happened before they started:
   the new assignment re-reads from the committed position.
+
+Backpressure pauses partitions, never the fetch loop (issue 20, review findings 2 and 3). The
+worker's bound on records read and not finished (``max_pending``) is shared equally among the
+partitions it owns, each share at most ``max_pending_per_partition``: a partition whose
+provider is slow fills its own share and no other. A batch that meets its partition's share
+starts the records that fit, keeps the rest of the batch in memory and pauses the partition
+(``consumer.pause``); ``getmany`` keeps running for the others, so the member never goes idle
+past ``max.poll.interval.ms``. Once the partition is down to half its share, the loop resumes
+it and starts the records it held, before any newer one: a partition's records always start in
+offset order, so everything started is a prefix of what was fetched and the committed position
+(the lowest record in flight, or one past the highest finished) never passes a held record. A
+revocation drops what its partitions held; the next owner reads it from the committed position.
+Per record this costs two counters and two comparisons.
 """
 
 from __future__ import annotations
@@ -23,12 +36,12 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from streams.metrics import Metrics
 from streams.stage.no_return import PointOfNoReturn
@@ -37,6 +50,8 @@ from streams.stage.publisher import OutcomePublisher
 from streams.stage.records import Forward, Outcome, SourceRecord
 
 log = logging.getLogger(__name__)
+
+Records = Sequence[ConsumerRecord[bytes, bytes]]
 
 
 class RecordHandler(Protocol):
@@ -49,6 +64,8 @@ class LoopLimits(Protocol):
     @property
     def max_pending(self) -> int: ...
     @property
+    def max_pending_per_partition(self) -> int: ...
+    @property
     def commit_interval_s(self) -> float: ...
     @property
     def drain_timeout_s(self) -> float: ...
@@ -59,6 +76,19 @@ class PartitionListener(Protocol):
 
     async def assigned(self, partitions: set[int]) -> None: ...
     async def revoked(self, partitions: set[int]) -> None: ...
+
+
+class _Share:
+    """Records of one partition started and not finished (a task keeps its partition's share,
+    so one finishing after a revocation never counts against the partition's next share)."""
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        self.pending = 0
+
+    def __repr__(self) -> str:
+        return f"_Share(pending={self.pending})"
 
 
 class StageLoop:
@@ -83,8 +113,16 @@ class StageLoop:
         self._tracker = OffsetTracker()
         self._listeners = list(listeners)
         self._no_return = no_return or PointOfNoReturn()
-        # Bounds records read but not finished; calls themselves are bounded by the caller.
-        self._slots = asyncio.Semaphore(settings.max_pending)
+        # Records read and not finished, per partition and in all; calls themselves are bounded
+        # by the caller. Reaching a bound pauses partitions, never the fetch loop.
+        self._shares: dict[TopicPartition, _Share] = {}
+        self._total = 0
+        self._max_total = settings.max_pending
+        # max_pending shared equally among the partitions owned, each at most
+        # max_pending_per_partition: full partitions cannot take the others' room.
+        self._max_share = self._share_of(0)
+        # Paused partitions and the rest of the batch each was given when it paused.
+        self._held: dict[TopicPartition, Records] = {}
         self._owned: set[TopicPartition] = set()
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = defaultdict(set)
         # Bumped on every revocation: a batch fetched under an older generation is stale.
@@ -99,6 +137,7 @@ class StageLoop:
         self.has_assignment = False
         # Read at scrape time rather than counted per record (a gauge update takes a lock).
         metrics.requests_pending.set_function(self._tracker.total_in_flight)
+        metrics.partitions_paused.set_function(self._held.__len__)
 
     def rebalance_listener(self) -> ConsumerRebalanceListener:
         return _Listener(self)
@@ -111,43 +150,102 @@ class StageLoop:
     def owned_partitions(self) -> frozenset[TopicPartition]:
         return frozenset(self._owned)
 
+    @property
+    def paused_partitions(self) -> frozenset[TopicPartition]:
+        """Partitions paused because they hold their share of unfinished records."""
+        return frozenset(self._held)
+
     async def run(self) -> None:
-        """Fetch and dispatch until :meth:`stop` is called."""
+        """Fetch and dispatch until :meth:`stop` is called.
+
+        Never waits for room: a full partition is paused and the others keep being fetched,
+        so ``getmany`` runs at least every 100 ms whatever the providers do.
+        """
         while not self._stopping:
             generation = self._generation
             batches = await self._consumer.getmany(timeout_ms=100)
             for tp, records in batches.items():
                 self._metrics.events_in.labels(tp.topic).inc(len(records))
                 await self._dispatch(tp, records, generation)
+            if self._held:
+                self._resume_drained()
 
     async def run_commits(self) -> None:
-        """Commit progress every ``commit_interval_s``, apart from fetching: the fetch loop
-        can wait a long time for free call slots, and progress must not wait with it."""
+        """Commit progress every ``commit_interval_s``, apart from fetching: a commit can wait
+        for the coordinator, and fetching must not wait with it."""
         while not self._stopping:
             await asyncio.sleep(self._settings.commit_interval_s)
             await self.commit()
 
-    async def _dispatch(
-        self, tp: TopicPartition, records: Iterable[ConsumerRecord[bytes, bytes]], generation: int
-    ) -> None:
-        for record in records:
-            await self._slots.acquire()
-            await self._settled.wait()  # never dispatch while partitions are being handed over
-            if self._stopping or generation != self._generation or tp not in self._owned:
-                self._slots.release()
-                await self._rewind(tp)
+    async def _dispatch(self, tp: TopicPartition, records: Records, generation: int) -> None:
+        await self._settled.wait()  # never dispatch while partitions are being handed over
+        if self._stopping or generation != self._generation or tp not in self._owned:
+            await self._rewind(tp)
+            return
+        held = self._held.get(tp)
+        if held is not None:  # fetched before the pause took effect: it queues behind
+            self._held[tp] = [*held, *records]
+            return
+        self._start(tp, records)
+
+    def _start(self, tp: TopicPartition, records: Records) -> None:
+        """Start ``records`` in order until the partition or the worker is full, then hold the
+        rest and pause the partition (see the module docstring)."""
+        share = self._shares[tp]
+        done_before = self._done_before.get(tp)
+        for index, record in enumerate(records):
+            if share.pending >= self._max_share or self._total >= self._max_total:
+                self._held[tp] = records[index:]
+                self._pause(tp)
                 return
             self._tracker.start(tp, record.offset)
-            if record.offset in self._done_before.get(tp, ()):
+            if done_before and record.offset in done_before:
                 # Finished by the partition's previous owner after its committed position.
                 self._tracker.finish(tp, record.offset)
-                self._slots.release()
                 self._metrics.skipped.inc()
                 continue
+            share.pending += 1
+            self._total += 1
             source = SourceRecord(tp.topic, tp.partition, record.offset, record.value or b"")
-            task = asyncio.create_task(self._process(tp, source))
-            self._tasks[tp].add(task)
-            task.add_done_callback(self._tasks[tp].discard)
+            task = asyncio.create_task(self._process(tp, share, source))
+            tasks = self._tasks[tp]
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    def _resume_drained(self) -> None:
+        """Resume the paused partitions that are down to half their share and start the
+        records they held, oldest first (the next fetch of each goes on after them)."""
+        if self._stopping or not self._settled.is_set():
+            return
+        for tp in list(self._held):
+            share = self._shares.get(tp)
+            if share is not None and share.pending > self._max_share // 2:
+                continue
+            if self._total >= self._max_total:  # revoked partitions' calls still finishing
+                return
+            records = self._held.pop(tp)
+            self._resume(tp)
+            if share is not None and tp in self._owned:
+                self._start(tp, records)  # may pause it again at once
+
+    def _share_of(self, owned: int) -> int:
+        """How many unfinished records each of ``owned`` partitions may hold."""
+        settings = self._settings
+        return max(
+            1, min(settings.max_pending_per_partition, settings.max_pending // max(1, owned))
+        )
+
+    def _pause(self, tp: TopicPartition) -> None:
+        # Records aiokafka prefetched for it are dropped and fetched again after the resume.
+        with contextlib.suppress(IllegalStateError):  # no longer assigned: nothing to pause
+            self._consumer.pause(tp)
+        log.debug(
+            "paused %s: %d records pending, %d in all", tp, self._shares[tp].pending, self._total
+        )
+
+    def _resume(self, tp: TopicPartition) -> None:
+        with contextlib.suppress(IllegalStateError):
+            self._consumer.resume(tp)
 
     async def _rewind(self, tp: TopicPartition) -> None:
         """Read ``tp`` again from its committed position after dropping a stale batch.
@@ -168,12 +266,13 @@ class StageLoop:
         else:
             self._consumer.seek(tp, committed)
 
-    async def _process(self, tp: TopicPartition, source: SourceRecord) -> None:
+    async def _process(self, tp: TopicPartition, share: _Share, source: SourceRecord) -> None:
         try:
             await self._run(source)
             self._tracker.finish(tp, source.offset)  # not when cancelled: the next owner redoes it
         finally:
-            self._slots.release()
+            share.pending -= 1
+            self._total -= 1
 
     async def _run(self, source: SourceRecord) -> None:
         """Handle the record and publish its outcome. If the handler fails (a bug: per-record
@@ -241,6 +340,11 @@ class StageLoop:
         self._settled.clear()
         self._generation += 1
         self._owned -= revoked
+        self._max_share = self._share_of(len(self._owned))
+        for tp in revoked:
+            # What a revoked partition held never started: the next owner reads it again from
+            # the committed position, which is at or below its first offset.
+            self._held.pop(tp, None)
         self._metrics.rebalances.labels("revoked").inc()
         # Listeners first: the limiter cancels requests still waiting for a token (never
         # called, they stay uncommitted for the next owner); then in-flight calls finish.
@@ -251,6 +355,7 @@ class StageLoop:
         for tp in revoked:
             self._tracker.release(tp)
             self._tasks.pop(tp, None)
+            self._shares.pop(tp, None)
             with contextlib.suppress(KeyError):
                 self._metrics.consumer_lag.remove(tp.topic, str(tp.partition))
 
@@ -259,7 +364,10 @@ class StageLoop:
         for listener in self._listeners:
             await listener.assigned(numbers)  # e.g. quota tables recover before any record
         await self._load_done_before(assigned)
+        for tp in assigned:
+            self._shares.setdefault(tp, _Share())
         self._owned |= assigned
+        self._max_share = self._share_of(len(self._owned))
         self.has_assignment = True
         self._settled.set()
         self._metrics.rebalances.labels("assigned").inc()

@@ -16,9 +16,16 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from agents.rate_limiter.book import LimitBook, ProviderLimit
-from agents.rate_limiter.limiter import Admission, Decision, Limiter, MemoryQuotaStore
+from agents.rate_limiter.limiter import (
+    DEFAULT_CAPS,
+    Admission,
+    Decision,
+    Limiter,
+    MemoryQuotaStore,
+    WaitCaps,
+)
 from agents.rate_limiter.partitions import LimiterPartitions
-from agents.rate_limiter.quota import Window
+from agents.rate_limiter.quota import QuotaState, Window
 from schemas.models import RequestEvent
 from streams.metrics import Metrics
 from streams.settings import QuotaRule
@@ -60,9 +67,15 @@ async def limiter_factory(clock: FakeClock, metrics: Metrics) -> AsyncIterator[L
     """Limiters over the fake clock with partition 0 assigned; closed at the end of the test."""
     made: list[Limiter] = []
 
-    def make(quotas: Iterable[QuotaRule] = (), partitions: Iterable[int] = (0,)) -> Limiter:
+    def make(
+        quotas: Iterable[QuotaRule] = (),
+        partitions: Iterable[int] = (0,),
+        caps: WaitCaps = DEFAULT_CAPS,
+        store: MemoryQuotaStore | None = None,
+    ) -> Limiter:
         book = LimitBook(LIMITS, quotas, jitter_s=0.0)
-        limiter = Limiter(book, MemoryQuotaStore(), metrics, clock=clock)
+        store = store if store is not None else MemoryQuotaStore()
+        limiter = Limiter(book, store, metrics, clock=clock, caps=caps)
         limiter.assign(partitions)
         made.append(limiter)
         return limiter
@@ -197,6 +210,35 @@ async def test_waiting_requests_are_released_in_priority_order(
         await asyncio.sleep(SETTLE_S)
         assert len(released) == step
     assert released == ["high", "mid", "low"]
+
+
+async def test_tenants_waiting_on_one_key_take_turns_whatever_the_order_they_came_in(
+    limiter: Limiter, clock: FakeClock
+) -> None:
+    released: list[str] = []
+    progress = asyncio.Event()
+
+    def note(tenant: str) -> Callable[[object], None]:
+        def done(_: object) -> None:
+            released.append(tenant)
+            progress.set()
+
+        return done
+
+    # Tenant "flood" queues six first, then "trickle" two: fair share interleaves them.
+    for i, tenant in enumerate(["flood"] * 6 + ["trickle"] * 2):
+        task = await admitting(limiter, request(f"r{i}", tenant=tenant))
+        task.add_done_callback(note(tenant))
+    await asyncio.sleep(SETTLE_S)
+    assert released == []
+
+    for step in range(1, 5):  # one token per step
+        progress.clear()
+        clock.advance(INTERVAL_S)
+        await asyncio.wait_for(progress.wait(), 1)
+        await asyncio.sleep(SETTLE_S)
+        assert len(released) == step
+    assert released.count("trickle") == 2  # not after all six of the flood
 
 
 async def test_a_waiting_request_whose_deadline_passes_is_expired(
@@ -387,11 +429,6 @@ async def test_limiter_partitions_without_a_quota_table_follow_the_assignment(
         await asyncio.wait_for(waiting, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="admit counts the quota before the token wait: a request that expires (or is "
-    "revoked) while waiting is charged without a call, and its re-read is charged again",
-)
 async def test_a_request_that_expires_waiting_for_a_token_is_not_charged_to_the_quota(
     limiter_factory: LimiterFactory, clock: FakeClock
 ) -> None:
@@ -403,3 +440,132 @@ async def test_a_request_that_expires_waiting_for_a_token_is_not_charged_to_the_
     clock.advance(1.0)
     decision = await asyncio.wait_for(limiter.admit(request("b", tenant="t1"), 0), 0.5)
     assert decision.admission is Admission.GO  # the tenant has made no call this minute
+
+
+async def test_a_request_waiting_when_its_partition_is_revoked_is_not_charged_to_the_quota(
+    limiter_factory: LimiterFactory, clock: FakeClock
+) -> None:
+    store = MemoryQuotaStore()
+    limiter = limiter_factory([QuotaRule(tenant="t1", provider="acme", per_minute=1)], store=store)
+    waiting = await admitting(limiter, request("a", tenant="t1"))
+    assert await still_waiting(waiting)
+    limiter.revoke([0])
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiting, 1)
+    assert store._data == {}  # nothing written: the next owner's re-read is its first count
+
+    limiter.assign([0])
+    again = await admitting(limiter, request("a", tenant="t1"))
+    clock.advance(INTERVAL_S)  # the new owner's first token
+    assert (await asyncio.wait_for(again, 1)).admission is Admission.GO
+
+
+async def test_requests_waiting_under_a_quota_hold_their_place_so_a_burst_cannot_overrun_it(
+    limiter_factory: LimiterFactory, clock: FakeClock, metrics: Metrics
+) -> None:
+    store = MemoryQuotaStore()
+    limiter = limiter_factory([QuotaRule(tenant="t1", provider="acme", per_minute=2)], store=store)
+    first = await admitting(limiter, request("a", tenant="t1"))
+    second = await admitting(limiter, request("b", tenant="t1"))
+    # Both wait for the empty bucket, uncounted; a third does not fit beside them.
+    third = await asyncio.wait_for(limiter.admit(request("c", tenant="t1"), 0), 0.5)
+    assert (third.admission, third.reason) == (Admission.REJECTED, "quota_exceeded")
+    assert store._data == {}
+
+    clock.advance(1.0)
+    assert (await asyncio.wait_for(first, 1)).admission is Admission.GO
+    assert (await asyncio.wait_for(second, 1)).admission is Admission.GO
+    counted = store.get(0, f"t1/{limiter.limit_key(request())}".encode())
+    assert counted is not None
+    assert QuotaState.from_bytes(counted).minute.count == 2  # written when they went
+
+
+async def test_past_the_cap_per_limit_key_a_request_is_rejected_queue_full_at_once(
+    limiter_factory: LimiterFactory, clock: FakeClock, metrics: Metrics
+) -> None:
+    limiter = limiter_factory(caps=WaitCaps(per_key=2, per_tenant=100))
+    waiting = [await admitting(limiter, request(f"w{n}", tenant=f"t{n}")) for n in range(2)]
+    full = await asyncio.wait_for(limiter.admit(request("x", tenant="other"), 0), 0.5)
+    assert (full.admission, full.reason) == (Admission.REJECTED, "queue_full")
+    assert refusals(metrics, "queue_full") == 1
+
+    clock.advance(INTERVAL_S)  # one token: one of the two goes, which makes room for one
+    await asyncio.wait_for(waiting[0], 1)
+    room = await admitting(limiter, request("y", tenant="other"))
+    assert await still_waiting(room)
+    assert await still_waiting(waiting[1])
+
+
+async def test_past_the_cap_per_tenant_only_that_tenant_is_refused(
+    limiter_factory: LimiterFactory, metrics: Metrics
+) -> None:
+    limiter = limiter_factory(caps=WaitCaps(per_key=100, per_tenant=2))
+    flood = [await admitting(limiter, request(f"a{n}", tenant="noisy")) for n in range(2)]
+    refused = await asyncio.wait_for(limiter.admit(request("a2", tenant="noisy"), 0), 0.5)
+    assert (refused.admission, refused.reason) == (Admission.REJECTED, "queue_full")
+
+    other = await admitting(limiter, request("b", tenant="quiet"))
+    assert await still_waiting(other)  # another tenant still gets a place
+    assert all([await still_waiting(task) for task in flood])
+    assert refusals(metrics, "queue_full") == 1
+
+
+async def test_a_request_going_at_once_is_never_refused_by_the_caps(
+    limiter_factory: LimiterFactory, clock: FakeClock
+) -> None:
+    limiter = limiter_factory(caps=WaitCaps(per_key=1, per_tenant=1))
+    await fill(limiter, clock)
+    for n in range(BURST):  # nobody waits and tokens are there: no waiting room involved
+        decision = await asyncio.wait_for(limiter.admit(request(f"r{n}"), 0), 0.5)
+        assert decision.admission is Admission.GO
+
+
+async def test_a_request_without_a_deadline_expires_after_the_default_maximum_wait(
+    limiter_factory: LimiterFactory, clock: FakeClock, metrics: Metrics
+) -> None:
+    limiter = limiter_factory(caps=WaitCaps(default_max_wait_s=0.005))
+    patient = await admitting(limiter, request("a"))
+    assert await still_waiting(patient)
+    clock.advance(0.006)  # before the first token of the empty bucket
+    decision = await asyncio.wait_for(patient, 1)
+    assert (decision.admission, decision.reason) == (Admission.EXPIRED, "max_wait_exceeded")
+    assert refusals(metrics, "max_wait_exceeded") == 1
+
+
+async def test_a_request_with_its_own_deadline_is_not_cut_short_by_the_default_maximum_wait(
+    limiter_factory: LimiterFactory, clock: FakeClock
+) -> None:
+    limiter = limiter_factory(caps=WaitCaps(default_max_wait_s=0.005))
+    late = await admitting(limiter, request("a", deadline_at=clock.now + 1.0))
+    clock.advance(0.006)
+    assert await still_waiting(late)
+    clock.advance(INTERVAL_S)
+    assert (await asyncio.wait_for(late, 1)).admission is Admission.GO
+
+
+async def test_a_queued_quota_resetting_after_the_default_maximum_wait_expires_at_once(
+    limiter_factory: LimiterFactory, clock: FakeClock, metrics: Metrics
+) -> None:
+    rule = QuotaRule(tenant="t1", provider="acme", per_minute=1, on_exceed="queue")
+    limiter = limiter_factory([rule], caps=WaitCaps(default_max_wait_s=10.0))
+    await fill(limiter, clock)
+    assert (await limiter.admit(request("a", tenant="t1"), 0)).admission is Admission.GO
+
+    # The window resets 45 s later: past the 10 s a request without a deadline may wait.
+    decision = await asyncio.wait_for(limiter.admit(request("b", tenant="t1"), 0), 0.5)
+    assert (decision.admission, decision.reason) == (Admission.EXPIRED, "max_wait_exceeded")
+    assert refusals(metrics, "max_wait_exceeded") == 1
+
+
+async def test_requests_queued_for_a_quota_reset_count_against_the_caps(
+    limiter_factory: LimiterFactory, clock: FakeClock
+) -> None:
+    rule = QuotaRule(tenant="t1", provider="acme", per_second=1, on_exceed="queue")
+    limiter = limiter_factory([rule], caps=WaitCaps(per_key=100, per_tenant=2))
+    await fill(limiter, clock)
+    clock.now = math.floor(clock.now) + 0.5
+    assert (await limiter.admit(request("a", tenant="t1"), 0)).admission is Admission.GO
+    queued = [await admitting(limiter, request(f"q{n}", tenant="t1")) for n in range(2)]
+    refused = await asyncio.wait_for(limiter.admit(request("q2", tenant="t1"), 0), 0.5)
+    assert (refused.admission, refused.reason) == (Admission.REJECTED, "queue_full")
+    assert all([await still_waiting(task) for task in queued])

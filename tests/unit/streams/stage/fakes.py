@@ -114,29 +114,56 @@ class FakeConsumer:
         self.seeks: list[tuple[TopicPartition, int | str]] = []
         self.highwaters: dict[TopicPartition, int] = {}
         self.fail_commits = 0
-        self._batches: asyncio.Queue[
+        self.paused: set[TopicPartition] = set()
+        self.pauses: list[TopicPartition] = []
+        self.resumes: list[TopicPartition] = []
+        self.polls = 0
+        self._batches: list[
             tuple[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], Hook | None]
-        ] = asyncio.Queue()
+        ] = []
+        self._fed = asyncio.Event()
         self._coordinator = FakeCoordinator(self)
 
     def feed(self, tp: TopicPartition, offsets: Iterable[int], before: Hook | None = None) -> None:
-        self._batches.put_nowait(({tp: records(tp, offsets)}, before))
+        self._batches.append(({tp: records(tp, offsets)}, before))
+        self._fed.set()
 
     @property
     def unread(self) -> int:
-        return self._batches.qsize()
+        return len(self._batches)
 
     async def getmany(
         self, timeout_ms: int = 0
     ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        """The first batch fed for a partition not paused (as aiokafka, a paused partition's
+        records wait until it is resumed), or nothing after ``timeout_ms`` (5 ms at most)."""
+        self.polls += 1
         try:
             async with asyncio.timeout(min(timeout_ms, 5) / 1000):
-                batch, before = await self._batches.get()
+                while (index := self._next_batch()) is None:
+                    self._fed.clear()
+                    await self._fed.wait()
         except TimeoutError:
             return {}
+        batch, before = self._batches.pop(index)
         if before is not None:
             await before()
         return batch
+
+    def _next_batch(self) -> int | None:
+        for index, (batch, _) in enumerate(self._batches):
+            if not self.paused & batch.keys():
+                return index
+        return None
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self.paused.update(partitions)
+        self.pauses.extend(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.paused.difference_update(partitions)
+        self.resumes.extend(partitions)
+        self._fed.set()
 
     async def commit(self, offsets: dict[TopicPartition, tuple[int, str]]) -> None:
         if self.fail_commits:
@@ -224,6 +251,7 @@ class FakeEncoder:
 @dataclass(frozen=True)
 class Limits:
     max_pending: int = 100
+    max_pending_per_partition: int = 100
     commit_interval_s: float = 3600.0  # tests commit by hand
     drain_timeout_s: float = 1.0
 

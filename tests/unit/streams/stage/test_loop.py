@@ -522,3 +522,164 @@ async def test_a_retriable_publish_error_is_retried_and_holds_the_commit_meanwhi
     await stage.loop.commit()
     assert stage.committed() == OffsetAndMetadata(2, "")
     assert [topic for topic, _, _ in stage.sender.sent] == ["results"] * 5
+
+
+# -- a full partition pauses alone; the fetch loop never waits (issue 20) ---------------------
+
+
+def build_paused_stage(
+    max_pending: int = 100, per_partition: int = 100, assigned: Sequence[TopicPartition] = (TP0,)
+) -> Stage:
+    stage = build_stage(FakeConsumer(assigned))
+    stage.loop = StageLoop(
+        stage.consumer,
+        stage.handler,
+        stage.loop._publisher,
+        stage.metrics,
+        Limits(max_pending=max_pending, max_pending_per_partition=per_partition),
+        listeners=[stage.listener],
+        no_return=stage.handler.no_return,
+    )
+    stage.listener.loop = stage.loop
+    return stage
+
+
+@pytest.fixture
+async def bounded_factory() -> AsyncIterator[Callable[..., Awaitable[Stage]]]:
+    started: list[Stage] = []
+
+    async def start(**options: object) -> Stage:
+        stage = await start_stage(build_paused_stage(**options))  # type: ignore[arg-type]
+        started.append(stage)
+        return stage
+
+    yield start
+    for stage in started:
+        await shut(stage)
+
+
+async def test_a_full_partition_is_paused_while_the_others_keep_being_fetched(
+    bounded_factory: Callable[..., Awaitable[Stage]],
+) -> None:
+    stage = await bounded_factory(per_partition=2, assigned=(TP0, TP1))
+    stage.consumer.feed(TP0, range(5))
+    await wait_until(lambda: stage.loop.paused_partitions == {TP0})
+    assert stage.consumer.pauses == [TP0]
+    assert stage.sample("callstream_partitions_paused") == 1
+
+    stage.consumer.feed(TP0, range(5, 8))  # stays unread while TP0 is paused
+    stage.consumer.feed(TP1, range(100, 102))
+    await wait_until(lambda: len(stage.handler.started) == 4)
+    assert stage.handler.started == [0, 1, 100, 101]
+    polls = stage.consumer.polls
+    await asyncio.sleep(0.02)
+    assert stage.consumer.polls > polls  # the fetch loop goes on: the member stays in its group
+    assert stage.consumer.unread == 1
+    assert stage.loop.paused_partitions == {TP0}
+
+    await stage.finish(100, 101)  # the other partition finishes while TP0 stays paused
+    assert stage.loop.in_flight == 2
+
+
+async def test_a_paused_partition_resumes_at_half_its_bound_and_starts_what_it_held_in_order(
+    bounded_factory: Callable[..., Awaitable[Stage]],
+) -> None:
+    stage = await bounded_factory(per_partition=4)
+    stage.consumer.feed(TP0, range(10))
+    stage.consumer.feed(TP0, range(10, 12))
+    await wait_until(lambda: len(stage.handler.started) == 4)
+
+    await stage.finish(0)  # 3 pending: over half of 4, still paused
+    await asyncio.sleep(0.02)
+    assert stage.loop.paused_partitions == {TP0}
+    assert stage.handler.started == [0, 1, 2, 3]
+
+    await stage.finish(1)  # 2 pending: resumed, 4 and 5 start, paused again at 4
+    await wait_until(lambda: len(stage.handler.started) == 6)
+    assert stage.consumer.resumes == [TP0]
+    assert stage.loop.paused_partitions == {TP0}
+
+    for offset in range(2, 12):
+        await stage.finish(offset)
+    assert stage.handler.started == list(range(12))  # held records first, then the next batch
+    assert stage.loop.paused_partitions == frozenset()
+    assert stage.sample("callstream_partitions_paused") == 0
+    await stage.loop.commit()
+    assert stage.committed() == OffsetAndMetadata(12, "")
+
+
+@settings(database=None, deadline=None, max_examples=20)
+@given(order=st.permutations(range(8)))
+def test_while_paused_commits_never_pass_a_held_record(order: list[int]) -> None:
+    async def scenario() -> None:
+        stage = await start_stage(build_paused_stage(per_partition=3))
+        try:
+            stage.consumer.feed(TP0, range(8))
+            await wait_until(lambda: len(stage.handler.started) == 3)
+            finished: set[int] = set()
+            while len(finished) < 8:
+                await wait_until(lambda: len(stage.handler.started) > len(finished))
+                # Records start in offset order: every record not started is held (or unread).
+                started = set(stage.handler.started)
+                assert started == set(range(len(started)))
+                # The first of the given order that has started and not finished, finishes.
+                offset = next(o for o in order if o in started and o not in finished)
+                await stage.finish(offset)
+                finished.add(offset)
+                await stage.loop.commit()
+                if TP0 in stage.consumer.stored:
+                    committed = stage.committed()
+                    assert set(range(committed.offset)) <= finished
+                    assert committed.offset <= len(stage.handler.started)
+            await stage.loop.commit()
+            assert stage.committed() == OffsetAndMetadata(8, "")
+        finally:
+            await shut(stage)
+
+    asyncio.run(scenario())
+
+
+async def test_the_worker_wide_bound_is_shared_among_the_partitions_owned(
+    bounded_factory: Callable[..., Awaitable[Stage]],
+) -> None:
+    stage = await bounded_factory(max_pending=4, assigned=(TP0, TP1))
+    stage.consumer.feed(TP0, range(5))  # a share of 2 each: TP0 cannot take TP1's room
+    await wait_until(lambda: stage.loop.paused_partitions == {TP0})
+    stage.consumer.feed(TP1, range(100, 102))
+    await wait_until(lambda: len(stage.handler.started) == 4)
+    assert stage.handler.started == [0, 1, 100, 101]
+    assert stage.loop.paused_partitions == {TP0}
+    polls = stage.consumer.polls
+    await asyncio.sleep(0.02)
+    assert stage.consumer.polls > polls
+
+    await stage.finish(0)  # down to half its share: resumed, 2 starts, paused again
+    await wait_until(lambda: len(stage.handler.started) == 5)
+    for offset in (1, 2, 3, 4, 100, 101):
+        await stage.finish(offset)
+    assert stage.handler.started == [0, 1, 100, 101, 2, 3, 4]
+    assert stage.loop.paused_partitions == frozenset()
+    assert stage.loop.in_flight == 0
+
+
+async def test_a_revoked_paused_partition_drops_what_it_held_and_commits_below_it(
+    bounded_factory: Callable[..., Awaitable[Stage]],
+) -> None:
+    stage = await bounded_factory(per_partition=4)
+    stage.consumer.feed(TP0, range(10))
+    await wait_until(lambda: len(stage.handler.started) == 4)
+    await stage.finish(0)
+
+    await stage.loop.on_revoked({TP0})  # 1-3 wait (cancelled), 4-9 were held
+    assert sorted(stage.handler.cancelled) == [1, 2, 3]
+    assert stage.committed() == OffsetAndMetadata(1, "")
+    assert stage.loop.paused_partitions == frozenset()
+    assert stage.sample("callstream_partitions_paused") == 0
+
+    stage.consumer.paused.clear()  # as aiokafka: a new assignment starts unpaused
+    await stage.loop.on_assigned({TP0})  # the next owner (here: this one again) reads from 1
+    await asyncio.sleep(0.02)  # a fetch begun before the rebalance has returned (empty)
+    stage.consumer.feed(TP0, range(1, 10))
+    await wait_until(lambda: len(stage.handler.started) == 4 + 4)
+    assert stage.handler.started[4:] == [1, 2, 3, 4]
+    assert stage.loop.in_flight == 4
