@@ -82,10 +82,17 @@ def dead_letter(
     request: RequestEvent | None = None,
     attempts: tuple[AttemptRecord, ...] = (),
     retriable: bool = False,
+    message: str | None = None,
 ) -> DeadLetterEvent:
-    """A dead letter keeping the raw bytes, so nothing is lost even when they were garbage."""
+    """A dead letter keeping the raw bytes, so nothing is lost even when they were garbage.
+
+    Args:
+        error: the exception (or its type's name) that ended the request.
+        message: the error message when it should say more than ``str(error)``.
+    """
     error_type = error if isinstance(error, str) else type(error).__name__
-    message = str(error) if not isinstance(error, str) else error
+    if message is None:
+        message = str(error)
     first_failure = attempts[0].started_at_ms if attempts else now_ms
     return DeadLetterEvent(
         request_id=request.request_id if request else None,

@@ -83,8 +83,13 @@ class OperationSpec(_Frozen):
     cache_ttl_s: float | None = Field(default=None, ge=0)
     cost: CostSpec = CostSpec()
     timeout_s: float | None = Field(default=None, gt=0)
-    # None: derived from the method (GET, PUT and DELETE are idempotent).
+    # None: derived from the method (GET, PUT and DELETE are idempotent). A call that is not
+    # idempotent is retried only while it surely has not reached the provider, unless the
+    # provider honours an idempotency key (``idempotency_header``).
     idempotent: bool | None = None
+    # This operation's own retry limits (None: the worker's [retry] settings).
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    retry_time_budget_s: float | None = Field(default=None, gt=0)
 
     @field_validator("query_params", "path_params", mode="before")
     @classmethod

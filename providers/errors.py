@@ -4,7 +4,7 @@
 ProviderError
  ├─ RetriableError (retriable=True)
  │   ├─ ProviderTimeout        no answer within the operation's timeout
- │   ├─ ProviderUnavailable    connection refused/reset, 5xx
+ │   ├─ ProviderUnavailable    connection refused/reset, 5xx (refused: ``may_have_reached`` False)
  │   ├─ RateLimited            429 (``retry_after_s`` from Retry-After / reset headers)
  │   └─ CircuitOpen            the breaker refused the call (later issue)
  └─ PermanentError (retriable=False)
@@ -29,6 +29,9 @@ from __future__ import annotations
 class ProviderError(Exception):
     retriable: bool = False
     reason: str = "provider_error"
+    # Whether the provider may have acted on the request: retrying a call that is not
+    # idempotent is safe only when it surely did not (a refused connection, a 429).
+    may_have_reached: bool = True
 
     def __init__(self, message: str, *, http_status: int | None = None) -> None:
         super().__init__(message)
@@ -47,9 +50,17 @@ class ProviderTimeout(RetriableError):
 class ProviderUnavailable(RetriableError):
     reason = "unavailable"
 
+    @classmethod
+    def unreached(cls, message: str) -> ProviderUnavailable:
+        """No connection was made: the provider never saw the request."""
+        error = cls(message)
+        error.may_have_reached = False
+        return error
+
 
 class RateLimited(RetriableError):
     reason = "rate_limited"
+    may_have_reached = False  # refused before it was processed
 
     def __init__(
         self, message: str, *, http_status: int | None = 429, retry_after_s: float | None = None
@@ -60,6 +71,7 @@ class RateLimited(RetriableError):
 
 class CircuitOpen(RetriableError):
     reason = "circuit_open"
+    may_have_reached = False  # never sent
 
 
 class PermanentError(ProviderError):

@@ -75,6 +75,8 @@ def exchange_error(exc: BaseException) -> ProviderError:
     """The ProviderTimeout or ProviderUnavailable that a client or socket error means."""
     if isinstance(exc, TimeoutError):
         return ProviderTimeout("no answer within the timeout")
+    if isinstance(exc, aiohttp.ClientConnectorError):  # no connection: nothing was sent
+        return ProviderUnavailable.unreached(_describe(exc))
     return ProviderUnavailable(_describe(exc))
 
 

@@ -127,7 +127,7 @@ class ResultEvent(_Event):
 
 
 class AttemptRecord(_Event):
-    """One try at calling the provider, kept in a dead letter's history."""
+    """One try at calling the provider, kept in a dead letter's history and a delayed request's."""
 
     attempt: int
     started_at_ms: int
@@ -135,6 +135,9 @@ class AttemptRecord(_Event):
     http_status: int | None = None
     error_type: str | None = None
     error_message: str | None = None
+    # How long the request waited before this attempt (0 for the first): its backoff, or the
+    # provider's Retry-After.
+    delay_ms: float = 0.0
 
 
 class DeadLetterEvent(_Event):
@@ -159,6 +162,24 @@ class DeadLetterEvent(_Event):
     # original_raw holds only the message's first bytes: the letter was too large to publish
     # whole (original is None then too). Such a letter cannot be replayed.
     original_truncated: bool = False
+
+
+class DelayedRequest(_Event):
+    """A request waiting durably in its partition's timer table: a retry, or a quota window.
+
+    Never on a public topic: it lives in the stage's changelogged timer table, and holds what
+    taking the request up again needs after a crash or a handover, or dead-lettering it.
+    """
+
+    # The request as it will be sent next: ``attempt`` is the next attempt's number.
+    request: RequestEvent
+    # Why it waits: "retry" (after a retriable failure) or "quota" (its tenant's window is full).
+    kind: str
+    attempts: list[AttemptRecord] = Field(default_factory=list)
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    delayed_at_ms: int
 
 
 def dead_letter_key(letter: DeadLetterEvent) -> str:

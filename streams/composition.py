@@ -23,6 +23,7 @@ from agents.provider_caller.tenancy import TenantGate, TenantTable
 from agents.rate_limiter.book import LimitBook, ProviderLimit
 from agents.rate_limiter.limiter import Limiter, WaitCaps
 from agents.rate_limiter.partitions import LimiterPartitions
+from agents.retry.planner import RetryPlanner
 from providers.base import Provider
 from providers.errors import UnknownProvider
 from providers.http import ClientConfig, ProviderClient
@@ -37,6 +38,7 @@ from streams.logs import quiet
 from streams.metrics import Metrics
 from streams.routing import PartitionRouter, RouterRefresh
 from streams.settings import LimiterSettings, ProviderSettings, Settings, TenantSettings
+from streams.stage.delays import DelayLine
 from streams.stage.host import StageHost
 from streams.stage.loop import PartitionListener, StageLoop
 from streams.stage.no_return import PointOfNoReturn
@@ -116,10 +118,13 @@ async def compose(settings: Settings) -> Worker:
     warn_exposure(providers, deny_private_networks=settings.deny_private_networks)
     if not providers:
         raise ConfigurationError("no provider is active: configure at least one provider")
+    changelogs = [delays_changelog(settings)]
     if settings.limiter.enabled:
+        changelogs.append(quota_changelog(settings))
+    for changelog in changelogs:
         await ensure_changelog_topic(
             settings.kafka,
-            quota_changelog(settings),
+            changelog,
             settings.topics.partitions,
             settings.topics.replication_factor,
         )
@@ -142,6 +147,12 @@ async def compose(settings: Settings) -> Worker:
         limiter = Limiter(book, quotas, metrics, caps=wait_caps(settings.limiter))
         listeners.append(LimiterPartitions(limiter, quotas))
     gateway = HttpGateway(providers, client, metrics)
+    delays = DelayLine(delay_table(settings, producer))
+
+    def delay_gauge() -> None:
+        for kind, count in delays.counts().items():
+            metrics.delayed.labels(kind).set(count)
+
     codecs = Codecs()
     no_return = PointOfNoReturn()  # shared: the loop cancels on revocation only what has not called
     caller = Caller(
@@ -154,6 +165,10 @@ async def compose(settings: Settings) -> Worker:
         max_event_bytes=settings.caller.max_request_event_bytes,
         no_return=no_return,
         tenancy=TenantGate(tenants, codecs.request.encode) if tenants else None,
+        retries=RetryPlanner(settings.retry, providers, metrics),
+        delays=codecs.delayed,
+        encode_request=codecs.request.encode,
+        quota_jitter_ms=int(settings.limiter.jitter_s * 1000),
     )
     publisher = OutcomePublisher(
         producer,
@@ -174,6 +189,7 @@ async def compose(settings: Settings) -> Worker:
         listeners=listeners,
         no_return=no_return,
         commit_metadata=settings.kafka.commit_metadata,
+        delays=delays,
     )
     host = StageHost(
         "provider_caller",
@@ -181,7 +197,7 @@ async def compose(settings: Settings) -> Worker:
         producer=producer,
         loop=loop,
         topics=[settings.topics.requests, *bound_topics],
-        gauges=[limiter.update_gauges] if limiter else [],
+        gauges=[delay_gauge, *([limiter.update_gauges] if limiter else [])],
         closers=[gateway.close],
     )
     app = create_app(settings, metrics)
@@ -271,6 +287,21 @@ def copartitioned(bound_topics: list[str]) -> dict[str, Any]:
 
 def quota_changelog(settings: Settings) -> str:
     return f"{settings.app_id}.quotas.changelog.v1"
+
+
+def delays_changelog(settings: Settings) -> str:
+    return f"{settings.app_id}.delays.changelog.v1"
+
+
+def delay_table(settings: Settings, producer: AIOKafkaProducer) -> ChangelogTable:
+    """The timer table of durable delays (retries, quota windows): streams/stage/delays.py."""
+    return ChangelogTable(
+        "delays",
+        changelog_topic=delays_changelog(settings),
+        directory=settings.data_dir / "tables",
+        producer=producer,
+        kafka=settings.kafka,
+    )
 
 
 def quota_table(settings: Settings, producer: AIOKafkaProducer) -> ChangelogTable:

@@ -63,6 +63,11 @@ class Metrics:
     forwarded: Counter
     skipped: Counter
     outcomes_reduced: Counter
+    delayed: Gauge
+    delays_fired: Counter
+    delay_lateness_seconds: Histogram
+    retries: Counter
+    retries_refused: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -171,6 +176,41 @@ class Metrics:
                 "callstream_requests_forwarded",
                 "Requests that arrived on a partition not owning their limit key and were "
                 "re-published with the right key.",
+                registry=registry,
+            ),
+            delayed=Gauge(
+                "callstream_delayed_requests",
+                "Requests waiting durably in the timer tables of the partitions this worker "
+                "owns, by kind: retry (backing off after a retriable failure) or quota (waiting "
+                "for their tenant's next window).",
+                ["kind"],
+                registry=registry,
+            ),
+            delays_fired=Counter(
+                "callstream_delays_fired",
+                "Delayed requests taken up again when due, by kind.",
+                ["kind"],
+                registry=registry,
+            ),
+            delay_lateness_seconds=Histogram(
+                "callstream_delay_lateness_seconds",
+                "How late a delayed request was taken up, after its due time.",
+                buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+                registry=registry,
+            ),
+            retries=Counter(
+                "callstream_retries",
+                "Retries scheduled after a retriable failure, by the failure's reason.",
+                ["provider", "reason"],
+                registry=registry,
+            ),
+            retries_refused=Counter(
+                "callstream_retries_refused",
+                "Retriable failures not retried, by why: retry_budget_exceeded (the limit "
+                "key's retries are over their share of calls), retries_exhausted (attempts, "
+                "time budget or deadline) or unsafe_to_retry (not idempotent, may have reached "
+                "the provider).",
+                ["provider", "reason"],
                 registry=registry,
             ),
         )

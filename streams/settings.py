@@ -174,6 +174,33 @@ class LimiterSettings(_Section):
     default_max_wait_s: float = Field(default=300.0, gt=0)
 
 
+class RetrySettings(_Section):
+    """Retries of retriable failures (5xx, timeouts, connection errors, 429): durable, jittered,
+    budgeted (README, "Retries and durable delays"). An operation's declaration may set its own
+    ``max_attempts`` and ``retry_time_budget_s``."""
+
+    # Calls per request, the first included; 1 never retries.
+    max_attempts: int = Field(default=6, ge=1, le=100)
+    # Full-jitter exponential backoff: attempt n waits a uniform draw in
+    # [0, min(max_delay_s, base_delay_s * 2**(n-1))], and never less than the provider's
+    # Retry-After (clamped by its declared limits.max_retry_after_s).
+    base_delay_s: float = Field(default=0.2, gt=0)
+    max_delay_s: float = Field(default=30.0, gt=0)
+    # No attempt starts later than this after the first; always within the request's deadline.
+    time_budget_s: float = Field(default=120.0, gt=0)
+    # Retry budget per limit key (as Finagle's): retries at most this share of first calls,
+    # plus budget_min_per_s, so a failing provider gets at most about (1 + budget_ratio) calls
+    # per request, while a quiet key can still retry its rare failure.
+    budget_ratio: float = Field(default=0.5, ge=0)
+    budget_min_per_s: float = Field(default=10.0, ge=0)
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> RetrySettings:
+        if self.base_delay_s > self.max_delay_s:
+            raise ValueError("retry.base_delay_s must be at most retry.max_delay_s")
+        return self
+
+
 class TenantSettings(_Section):
     """One tenant (``[tenants.NAME]``): the topic that proves it, what it may call, how urgent
     it may be. Configuring any tenant charges every name not configured as ``default``."""
@@ -210,6 +237,7 @@ class Settings(BaseSettings):
     caller: CallerSettings = CallerSettings()
     web: WebSettings = WebSettings()
     limiter: LimiterSettings = LimiterSettings()
+    retry: RetrySettings = RetrySettings()
     # Providers to activate (by registry name) and their overrides. Empty = every known one.
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     # Tenants bound to topics, their allow-lists and priority caps. Empty = tenant and priority

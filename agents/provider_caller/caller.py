@@ -1,22 +1,27 @@
 """Turns one request record into exactly one outcome, whatever happens on the way.
 
 Every failure becomes data: undecodable bytes and permanent provider errors become dead letters,
-retriable ones a ``failed`` result (the retry stage takes those over in a later version), a
-passed deadline an ``expired`` result. Only a bug in our own code is logged as such, and even
-that ends as a dead letter so the partition keeps moving.
+a passed deadline an ``expired`` result. A retriable failure is retried after a durable delay
+(``Delay``: the stage loop keeps it in the partition's timer table and hands it back to
+``resume`` when due), as the retry planner decides, until it succeeds or the planner gives up
+(a dead letter of stage ``retry``). A request over a queueing quota waits durably the same way
+for its tenant's next window. Only a bug in our own code is logged as such, and even that ends
+as a dead letter so the partition keeps moving.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable, Collection
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from agents.outcomes import dead_letter, result
 from agents.provider_caller.tenancy import TenantGate
 from agents.rate_limiter.limiter import Admission, Limiter
+from agents.retry.planner import GiveUp, RetryPlanner
 from providers.auth.request import PreparedRequest
 from providers.errors import (
     EventTooLarge,
@@ -27,9 +32,9 @@ from providers.errors import (
 )
 from providers.response import ProviderReply
 from schemas.errors import DecodeError
-from schemas.models import AttemptRecord, RequestEvent, ResultStatus, now_ms
+from schemas.models import AttemptRecord, DelayedRequest, RequestEvent, ResultStatus, now_ms
 from streams.stage.no_return import PointOfNoReturn
-from streams.stage.records import Forward, Outcome, SourceRecord
+from streams.stage.records import Delay, Forward, Outcome, SourceRecord
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,25 @@ class RequestDecoder(Protocol):
     def decode(self, raw: bytes) -> RequestEvent: ...
 
 
+class DelayCodec(Protocol):
+    def encode(self, event: DelayedRequest) -> bytes: ...
+    def decode(self, raw: bytes) -> DelayedRequest: ...
+
+
+class RequestEncoder(Protocol):
+    def __call__(self, event: RequestEvent) -> bytes: ...
+
+
+class _Resumed(NamedTuple):
+    """What a request taken up from a delay brings along."""
+
+    attempts: tuple[AttemptRecord, ...]
+    delayed_at_ms: int
+
+
+_FRESH = _Resumed((), 0)
+
+
 class Caller:
     """Decode, check, call, and decide the outcome of one request record."""
 
@@ -69,6 +93,10 @@ class Caller:
         no_return: PointOfNoReturn | None = None,
         clock_ms: Callable[[], int] = now_ms,
         tenancy: TenantGate | None = None,
+        retries: RetryPlanner | None = None,
+        delays: DelayCodec | None = None,
+        encode_request: RequestEncoder | None = None,
+        quota_jitter_ms: int = 50,
     ) -> None:
         """Args:
         gateway: calls providers.
@@ -82,6 +110,13 @@ class Caller:
         clock_ms: epoch milliseconds, injectable for tests.
         tenancy: binds tenants to topics, caps priority, applies allow-lists (None: requests
             are taken at their word, as without ``[tenants.*]``).
+        retries: decides whether and when a retriable failure is retried (None: it ends as a
+            ``failed`` result at once).
+        delays: encodes what a delayed request needs to go on; required with ``retries`` or
+            a queueing quota.
+        encode_request: a request's bytes, for the dead letter of a request taken up from a
+            delay (its original record is long committed).
+        quota_jitter_ms: spread of the requests queued for one quota window over its start.
         """
         self._gateway = gateway
         self._decoder = decoder
@@ -93,8 +128,12 @@ class Caller:
         self._no_return = no_return or PointOfNoReturn()
         self._clock_ms = clock_ms
         self._tenancy = tenancy
+        self._retries = retries
+        self._delays = delays
+        self._encode_request = encode_request
+        self._quota_jitter_ms = quota_jitter_ms
 
-    async def handle(self, source: SourceRecord) -> Outcome | Forward:
+    async def handle(self, source: SourceRecord) -> Outcome | Forward | Delay:
         """The outcome of one record. Never raises, except CancelledError when the record's
         partition is revoked while it waits for a token (it was not called, and will be read
         again by the partition's next owner)."""
@@ -121,9 +160,40 @@ class Caller:
                 source, reason="internal_error", error=exc, stage="caller", request=request
             )
 
+    async def resume(self, partition: int, payload: bytes) -> Outcome | Delay:
+        """Take up a request whose delay is due (a retry, a quota window): decided like a new
+        record, on the partition that owns its limit key. Never raises, like ``handle``."""
+        try:
+            delayed = self._delay_codec().decode(payload)
+        except DecodeError as exc:
+            source = SourceRecord("<timer table>", partition, -1, payload)
+            return self._dead(source, reason=exc.reason, error=exc, stage="retry")
+        request = delayed.request
+        raw = self._encode_request(request) if self._encode_request is not None else b""
+        source = SourceRecord(
+            delayed.source_topic, delayed.source_partition, delayed.source_offset, raw
+        )
+        resumed = _Resumed(tuple(delayed.attempts), delayed.delayed_at_ms)
+        try:
+            outcome = await self._handle_request(source, request, resumed)
+        except Exception as exc:  # a bug of ours must not stop the partition
+            log.exception("unexpected error resuming request %s", request.request_id)
+            return self._dead(
+                source, reason="internal_error", error=exc, stage="retry", request=request
+            )
+        if isinstance(outcome, Forward):  # it waited on the partition that owned its key
+            return self._dead(
+                source,
+                reason="internal_error",
+                error=RuntimeError("its limit key moved to another partition while it waited"),
+                stage="retry",
+                request=request,
+            )
+        return outcome
+
     async def _handle_request(
-        self, source: SourceRecord, request: RequestEvent
-    ) -> Outcome | Forward:
+        self, source: SourceRecord, request: RequestEvent, resumed: _Resumed = _FRESH
+    ) -> Outcome | Forward | Delay:
         refusal = self._refusal(request)
         if refusal is not None:
             return self._refused(source, request, refusal)
@@ -134,17 +204,22 @@ class Caller:
         if request.deadline_passed(self._clock_ms() / 1000):
             return self._ended(request, ResultStatus.EXPIRED, "deadline_passed")
         if self._limiter is None:
-            return await self._call(source, request, prepared)
+            return await self._call(source, request, prepared, request.provider, resumed)
         key = self._limiter.limit_key(request)
-        owner = self._owner_of(key) if self._owner_of else None
-        if owner is not None and owner != source.partition:
-            return Forward(key.encode(), source.value)
+        if resumed is _FRESH:
+            owner = self._owner_of(key) if self._owner_of else None
+            if owner is not None and owner != source.partition:
+                return Forward(key.encode(), source.value)
         decision = await self._limiter.admit(request, source.partition, key)
         if decision.admission is Admission.EXPIRED:
             return self._ended(request, ResultStatus.EXPIRED, decision.reason)
         if decision.admission is Admission.REJECTED:
             return self._ended(request, ResultStatus.REJECTED, decision.reason)
-        return await self._call(source, request, prepared)
+        if decision.admission is Admission.DELAYED:  # its tenant's next quota window
+            wait_ms = int((decision.retry_after_s or 0.0) * 1000)
+            spread = random.randrange(self._quota_jitter_ms + 1)
+            return self._delayed(source, request, "quota", wait_ms + spread, resumed.attempts)
+        return await self._call(source, request, prepared, key, resumed)
 
     def _refusal(self, request: RequestEvent) -> ProviderError | None:
         """Why a request may not be made at all, checked before it spends anything."""
@@ -162,10 +237,17 @@ class Caller:
         return Outcome(ended, reply_to=request.reply_to)
 
     async def _call(
-        self, source: SourceRecord, request: RequestEvent, prepared: PreparedRequest
-    ) -> Outcome:
+        self,
+        source: SourceRecord,
+        request: RequestEvent,
+        prepared: PreparedRequest,
+        key: str,
+        resumed: _Resumed,
+    ) -> Outcome | Delay:
         started_ms = self._clock_ms()
         started = time.perf_counter()
+        if self._retries is not None and not resumed.attempts:
+            self._retries.first_call(key)  # the retry budget grows with first calls
         try:
             async with self._call_slots:
                 self._no_return.mark_passed()  # from here on, a revocation waits for this call
@@ -180,8 +262,9 @@ class Caller:
                 http_status=exc.http_status,
                 error_type=type(exc).__name__,
                 error_message=str(exc)[:500],
+                delay_ms=started_ms - resumed.delayed_at_ms if resumed.attempts else 0.0,
             )
-            return self._failed(source, request, exc, attempt)
+            return self._failed(source, request, exc, (*resumed.attempts, attempt), key)
         if reply.rate_limits and self._limiter is not None:  # most providers send none
             self._limiter.observe(request, source.partition, reply.rate_limit)
         done = result(
@@ -204,8 +287,9 @@ class Caller:
         source: SourceRecord,
         request: RequestEvent,
         exc: ProviderError,
-        attempt: AttemptRecord,
-    ) -> Outcome:
+        attempts: tuple[AttemptRecord, ...],
+        key: str,
+    ) -> Outcome | Delay:
         if not exc.retriable:
             return self._dead(
                 source,
@@ -213,8 +297,24 @@ class Caller:
                 error=exc,
                 stage="caller",
                 request=request,
-                attempts=(attempt,),
+                attempts=attempts,
             )
+        if self._retries is not None:
+            plan = self._retries.plan(request, exc, attempts, key)
+            if isinstance(plan, GiveUp):
+                return self._dead(
+                    source,
+                    reason=plan.reason,
+                    error=exc,
+                    message=f"{plan.detail}; last failure: {exc.reason}: {exc}",
+                    stage="retry",
+                    request=request,
+                    attempts=attempts,
+                    retriable=True,
+                )
+            again = request.model_copy(update={"attempt": request.attempt + 1})
+            return self._delayed(source, again, "retry", int(plan.delay_s * 1000), attempts)
+        attempt = attempts[-1]
         failed = result(
             request,
             ResultStatus.FAILED,
@@ -228,6 +328,32 @@ class Caller:
         )
         return Outcome(failed, reply_to=request.reply_to)
 
+    def _delayed(
+        self,
+        source: SourceRecord,
+        request: RequestEvent,
+        kind: str,
+        wait_ms: int,
+        attempts: tuple[AttemptRecord, ...],
+    ) -> Delay:
+        now = self._clock_ms()
+        delayed = DelayedRequest(
+            request=request,
+            kind=kind,
+            attempts=list(attempts),
+            source_topic=source.topic,
+            source_partition=source.partition,
+            source_offset=source.offset,
+            delayed_at_ms=now,
+        )
+        payload = self._delay_codec().encode(delayed)
+        return Delay(request.request_id.encode(), now + max(0, wait_ms), payload, kind)
+
+    def _delay_codec(self) -> DelayCodec:
+        if self._delays is None:
+            raise RuntimeError("a delay needs the caller's delay codec (composition)")
+        return self._delays
+
     def _dead(
         self,
         source: SourceRecord,
@@ -237,6 +363,8 @@ class Caller:
         stage: str,
         request: RequestEvent | None = None,
         attempts: tuple[AttemptRecord, ...] = (),
+        retriable: bool = False,
+        message: str | None = None,
     ) -> Outcome:
         letter = dead_letter(
             source,
@@ -246,5 +374,7 @@ class Caller:
             now_ms=self._clock_ms(),
             request=request,
             attempts=attempts,
+            retriable=retriable,
+            message=message,
         )
         return Outcome(letter)

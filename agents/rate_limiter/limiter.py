@@ -11,6 +11,10 @@ limit key and ``max_waiting_per_tenant`` of a tenant wait; past either a request
 once (``queue_full``). A request without a deadline waits at most ``default_max_wait_s``
 (then ``expired``, reason ``max_wait_exceeded``).
 
+A request over a queueing quota (``on_exceed = "queue"``) does not wait here: admission says
+``DELAYED`` until its tenant's next window, and the caller keeps it in the partition's timer
+table (durable, holding no fetch capacity); when it is due it is admitted again from the start.
+
 A quota counts a request when it goes, not when it starts waiting: one that expires or is
 cancelled while waiting was never sent and is never charged. While it waits it holds a
 reservation in memory, which admissions of its tenant count as if it were written, so a burst
@@ -53,6 +57,9 @@ class Admission(enum.Enum):
     GO = "go"
     EXPIRED = "expired"
     REJECTED = "rejected"
+    # Over a queueing quota: wait durably ``retry_after_s`` for the tenant's next window and
+    # ask again (the caller's timer table; it holds no place here meanwhile).
+    DELAYED = "delayed"
 
 
 class _Wait(enum.Enum):
@@ -139,26 +146,21 @@ class PartitionLimiter:
         key: str,
         *,
         deadline_at: float | None,
-        not_before: float | None = None,
-        capped: bool = True,
     ) -> _Wait:
         """Wait until ``key`` has a token for the request, or ``deadline_at`` passes.
 
         Args:
             deadline_at: the request's deadline, or the default maximum wait.
-            not_before: hold the request in the waiting room until then (a quota reset).
-            capped: refuse it (``QUEUE_FULL``) when its key or tenant has the most waiting;
-                False for a request coming back, which already had its place.
         """
         now = self._clock()
         # Nobody waits for this key: no order to keep, take the token straight away.
-        idle = not_before is None and not self._waiting.count(key)
+        idle = not self._waiting.count(key)
         if idle and self._gate.try_take(key, 1, now) == 0.0:
             return _Wait.GO
         tenant = request.tenant
         by_key = self._by_key.get(key, 0)
         by_tenant = self._by_tenant.get(tenant, 0)
-        if capped and (by_key >= self._caps.per_key or by_tenant >= self._caps.per_tenant):
+        if by_key >= self._caps.per_key or by_tenant >= self._caps.per_tenant:
             return _Wait.QUEUE_FULL
         ticket: asyncio.Future[_Wait] = asyncio.get_running_loop().create_future()
         self._waiting.push(
@@ -167,7 +169,6 @@ class PartitionLimiter:
             priority=request.priority,
             deadline_at=deadline_at,
             enqueued_at=now,
-            not_before=not_before,
             tenant=tenant,
         )
         self._by_key[key] = by_key + 1
@@ -349,10 +350,11 @@ class Limiter:
                 request, Admission.REJECTED, "quota_exceeded", key, 0.0, retry_after_s
             )
         if decision.verdict is Verdict.QUEUE:
-            resets_at = decision.resets_at or 0.0
-            return await self._queue(
-                request, limiter, key, quota_key, quota, deadline_at, resets_at
-            )
+            resets_at = decision.resets_at or now
+            if resets_at >= deadline_at:  # it would expire before its window: say so now
+                return self._refused(request, Admission.EXPIRED, _expiry_reason(request), key)
+            self._metrics.limiter_refusals.labels(request.provider, "quota_queued").inc()
+            return Decision(Admission.DELAYED, "quota_queued", key, 0.0, resets_at - now)
         limiter.reserve(quota_key)
         try:
             end = await limiter.acquire(request, key, deadline_at=deadline_at)
@@ -361,35 +363,6 @@ class Limiter:
         if end is _Wait.GO:
             await self._charge(limiter, quota_key, now=self._clock())
         return end
-
-    async def _queue(
-        self,
-        request: RequestEvent,
-        limiter: PartitionLimiter,
-        key: str,
-        quota_key: bytes,
-        quota: QuotaPolicy,
-        deadline_at: float,
-        resets_at: float,
-    ) -> _Wait | Decision:
-        """Over a queueing quota: wait in the room until the window resets (``not_before``),
-        then count it; if others filled the new window first, it queues again."""
-        capped = True
-        while resets_at < deadline_at:
-            end = await limiter.acquire(
-                request, key, deadline_at=deadline_at, not_before=resets_at, capped=capped
-            )
-            if end is not _Wait.GO:
-                return end
-            now = self._clock()
-            self._still_owned(limiter)
-            decision = self._check(limiter, quota_key, quota, now=now)
-            if decision.allowed:
-                await self._charge(limiter, quota_key, now=now)
-                return end
-            resets_at, capped = decision.resets_at or 0.0, False  # it had its place
-        # It would expire while queued: say so now.
-        return self._refused(request, Admission.EXPIRED, _expiry_reason(request), key)
 
     def _check(
         self, limiter: PartitionLimiter, quota_key: bytes, quota: QuotaPolicy, *, now: float

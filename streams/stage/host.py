@@ -69,6 +69,10 @@ class StageHost(mode.Service):
     async def _run_commits(self) -> None:
         await self._stage_loop.run_commits()
 
+    @mode.Service.task
+    async def _run_delays(self) -> None:
+        await self._stage_loop.run_delays()
+
     @mode.Service.timer(GAUGE_REFRESH_S)
     async def _refresh_gauges(self) -> None:
         await self._stage_loop.update_lag()

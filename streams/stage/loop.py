@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Protocol
@@ -44,10 +45,12 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from streams.metrics import Metrics
+from streams.stage.delays import DelayLine, DueDelay
 from streams.stage.no_return import PointOfNoReturn
 from streams.stage.offsets import OffsetTracker, decode_done, encode_done
 from streams.stage.publisher import OutcomePublisher
-from streams.stage.records import Forward, Outcome, SourceRecord
+from streams.stage.records import Delay, Forward, Outcome, SourceRecord
+from streams.state.table import PartitionNotAssignedError
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,17 @@ Records = Sequence[ConsumerRecord[bytes, bytes]]
 
 
 class RecordHandler(Protocol):
-    async def handle(self, source: SourceRecord) -> Outcome | Forward: ...
+    async def handle(self, source: SourceRecord) -> Outcome | Forward | Delay: ...
+
+    async def resume(self, partition: int, payload: bytes) -> Outcome | Delay:
+        """Take up a delay of ``partition`` that is due (its ``Delay.payload``)."""
+        ...
+
+
+# The longest the delay task sleeps: it also wakes when a delay is held or room frees up.
+_DELAY_POLL_S = 1.0
+# How soon a partition without room for its due delays is looked at again.
+_NO_ROOM_RETRY_S = 0.05
 
 
 class LoopLimits(Protocol):
@@ -104,7 +117,12 @@ class StageLoop:
         listeners: Iterable[PartitionListener] = (),
         no_return: PointOfNoReturn | None = None,
         commit_metadata: bool = True,
+        delays: DelayLine | None = None,
     ) -> None:
+        """Args:
+        delays: the timer table of durable delays; None for a stage whose handler never
+            delays (a ``Delay`` then ends its record as a dead letter).
+        """
         self._consumer = consumer
         self._handler = handler
         self._publisher = publisher
@@ -134,6 +152,8 @@ class StageLoop:
         # Per partition, offsets the previous owner finished above its committed position.
         self._done_before: dict[TopicPartition, set[int]] = {}
         self._metadata = commit_metadata
+        self._delays = delays
+        self._delay_wake = asyncio.Event()
         self.has_assignment = False
         # Read at scrape time rather than counted per record (a gauge update takes a lock).
         metrics.requests_pending.set_function(self._tracker.total_in_flight)
@@ -176,6 +196,103 @@ class StageLoop:
         while not self._stopping:
             await asyncio.sleep(self._settings.commit_interval_s)
             await self.commit()
+
+    async def run_delays(self) -> None:
+        """Take up the delays that are due, as records are: each counts in its partition's
+        share, so due delays wait for room like fetched records do, and a revocation drains
+        them like records (those that have not called are cancelled and stay in the table)."""
+        if self._delays is None:
+            return
+        delays = self._delays
+        while not self._stopping:
+            self._delay_wake.clear()
+            now_ms = time.time_ns() // 1_000_000
+            deferred = False
+            if self._settled.is_set():
+                room = self._room_by_partition()
+                for due in delays.take_due(now_ms, room):
+                    self._start_delayed(due, now_ms)
+                deferred = any(left <= 0 for left in room.values())
+            next_due = delays.next_due_ms()
+            timeout = _DELAY_POLL_S
+            if next_due is not None:
+                timeout = min(timeout, max(0.0, (next_due - now_ms) / 1000))
+                if deferred and next_due <= now_ms:
+                    timeout = _NO_ROOM_RETRY_S
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._delay_wake.wait(), timeout)
+
+    def _room_by_partition(self) -> dict[int, int]:
+        """How many more unfinished records each owned partition number may start now."""
+        free = self._max_total - self._total
+        return {
+            tp.partition: min(free, self._max_share - share.pending)
+            for tp, share in self._shares.items()
+            if tp in self._owned
+        }
+
+    def _start_delayed(self, due: DueDelay, now_ms: int) -> None:
+        tp = self._partition_of(due.partition)
+        share = self._shares.get(tp) if tp is not None else None
+        if tp is None or share is None:  # not owned any more: its next owner takes it up
+            return
+        self._metrics.delays_fired.labels(due.kind).inc()
+        self._metrics.delay_lateness_seconds.observe(max(0, now_ms - due.due_ms) / 1000)
+        share.pending += 1
+        self._total += 1
+        task = asyncio.create_task(self._process_delayed(share, due))
+        tasks = self._tasks[tp]
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def _partition_of(self, number: int) -> TopicPartition | None:
+        """The owned partition with this number (tenant topics share numbers and owners:
+        any of them stands for the number in drains and shares)."""
+        for tp in self._owned:
+            if tp.partition == number:
+                return tp
+        return None
+
+    async def _process_delayed(self, share: _Share, due: DueDelay) -> None:
+        """Take up one due delay: its outcome is published and the delay released, or it is
+        delayed again (replacing itself). Cancelled (a revocation), it stays in the table."""
+        assert self._delays is not None
+        try:
+            outcome = await self._take_up(due)
+            if isinstance(outcome, Delay):
+                await self._delays.hold(due.partition, outcome)
+            else:
+                await self._delays.release(due.partition, due.key)
+        except (PartitionNotAssignedError, KafkaError) as exc:
+            # The table still has the delay: the partition's next owner takes it up again.
+            log.warning("timer table write for %r failed (%r): it fires again", due.key, exc)
+        finally:
+            share.pending -= 1
+            self._total -= 1
+            self._delay_wake.set()
+
+    async def _take_up(self, due: DueDelay) -> Outcome | Delay | None:
+        """The handler's decision for a due delay, its outcome published; None when the
+        handler failed and a dead letter replaced it."""
+        source = SourceRecord("<timer table>", due.partition, -1, due.payload)
+        request_id = due.key.decode(errors="replace")
+        try:
+            outcome = await self._handler.resume(due.partition, due.payload)
+        except Exception as exc:  # a bug: the delay must not fire forever
+            log.exception("handler failed to resume delay %r", due.key)
+            await self._publisher.publish_instead(
+                source, exc, stage="handler", request_id=request_id
+            )
+            return None
+        if isinstance(outcome, Delay):
+            return outcome
+        try:
+            await self._publisher.publish(outcome)
+        except Exception as exc:
+            await self._publisher.publish_instead(
+                source, exc, stage="publish", request_id=request_id
+            )
+        return outcome
 
     async def _dispatch(self, tp: TopicPartition, records: Records, generation: int) -> None:
         await self._settled.wait()  # never dispatch while partitions are being handed over
@@ -286,6 +403,9 @@ class StageLoop:
             )
             await self._publisher.publish_instead(source, exc, stage="handler", request_id=None)
             return
+        if isinstance(outcome, Delay):
+            await self._hold(source, outcome)
+            return
         try:
             await self._publisher.publish(outcome)
         except Exception as exc:
@@ -293,6 +413,23 @@ class StageLoop:
             await self._publisher.publish_instead(
                 source, exc, stage="publish", request_id=request_id
             )
+
+    async def _hold(self, source: SourceRecord, delay: Delay) -> None:
+        """Keep a record's delay in the timer table; the record is finished once it is there."""
+        try:
+            if self._delays is None:
+                raise RuntimeError("the stage delayed a record but has no timer table")
+            await self._delays.hold(source.partition, delay)
+        except PartitionNotAssignedError:
+            # Revoked while it was decided: unfinished, so the next owner reads it again.
+            raise asyncio.CancelledError from None
+        except Exception as exc:
+            log.warning("cannot keep the delay of %r: %r", delay.key, exc)
+            await self._publisher.publish_instead(
+                source, exc, stage="delay", request_id=delay.key.decode(errors="replace")
+            )
+            return
+        self._delay_wake.set()  # it may be due before the delay task would wake
 
     async def commit(self, only: Iterable[TopicPartition] | None = None) -> None:
         """Commit every partition whose contiguous finished position moved.
@@ -352,6 +489,8 @@ class StageLoop:
         for listener in self._listeners:
             await listener.revoked(numbers)
         await self.drain(revoked)
+        if self._delays is not None:  # after the drain: calls in flight may still delay
+            self._delays.revoke(numbers)
         for tp in revoked:
             self._tracker.release(tp)
             self._tasks.pop(tp, None)
@@ -363,6 +502,9 @@ class StageLoop:
         numbers = {tp.partition for tp in assigned}
         for listener in self._listeners:
             await listener.assigned(numbers)  # e.g. quota tables recover before any record
+        if self._delays is not None:
+            await self._delays.assign(numbers)
+            self._delay_wake.set()
         await self._load_done_before(assigned)
         for tp in assigned:
             self._shares.setdefault(tp, _Share())
@@ -408,6 +550,9 @@ class StageLoop:
         for listener in self._listeners:
             await listener.revoked(numbers)
         await self.drain(owned)
+        if self._delays is not None:
+            self._delays.revoke(numbers)
+        self._delay_wake.set()  # let the delay task see the stop
 
     async def update_lag(self) -> None:
         """Set the lag gauge from the broker's high watermarks and our committed positions."""

@@ -1,5 +1,5 @@
-"""What a stage reads and what it decides: the source record, its outcome, or a forward; and
-the reduced forms of an outcome too large to publish (issue 19)."""
+"""What a stage reads and what it decides: the source record, its outcome, a forward or a delay;
+and the reduced forms of an outcome too large to publish (issue 19)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,23 @@ class Forward(NamedTuple):
 
     key: bytes
     value: bytes
+
+
+class Delay(NamedTuple):
+    """Not an outcome yet: the stage decides again at ``due_ms`` (a retry, a quota window).
+
+    The loop keeps it durably in the partition's timer table (``streams.stage.delays``) before
+    the record counts as finished, and hands ``payload`` back to the handler's ``resume`` once
+    it is due, on whichever worker owns the partition then.
+    """
+
+    # One delay per key (the request id): delaying a key again replaces its delay.
+    key: bytes
+    due_ms: int
+    # The stage's own encoding of what it needs to go on; the engine never reads it.
+    payload: bytes
+    # Why it waits ("retry", "quota"): a metric label, so a small fixed set.
+    kind: str
 
 
 # How much of an error message a fully reduced outcome keeps.

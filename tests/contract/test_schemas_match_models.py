@@ -13,7 +13,13 @@ from pydantic import BaseModel, Field
 from pydantic.fields import FieldInfo
 
 from schemas.catalog import current_schema
-from schemas.models import AttemptRecord, DeadLetterEvent, RequestEvent, ResultEvent
+from schemas.models import (
+    AttemptRecord,
+    DeadLetterEvent,
+    DelayedRequest,
+    RequestEvent,
+    ResultEvent,
+)
 
 INT32 = (-(2**31), 2**31 - 1)
 # Factories whose value is a constant: the schema default must be that constant. Any other
@@ -25,12 +31,17 @@ def _records() -> list[tuple[type[BaseModel], dict[str, Any]]]:
     """Every record of the wire contract with its model, nested records included."""
     dead_letter = current_schema("dead_letter_event").schema
     fields = {f["name"]: f["type"] for f in dead_letter["fields"]}
+    delayed = current_schema("delayed_request").schema
+    delayed_fields = {f["name"]: f["type"] for f in delayed["fields"]}
     return [
         (RequestEvent, current_schema("request_event").schema),
         (ResultEvent, current_schema("result_event").schema),
         (DeadLetterEvent, dead_letter),
         (RequestEvent, fields["original"][1]),
         (AttemptRecord, fields["attempts"]["items"]),
+        (DelayedRequest, delayed),
+        (RequestEvent, delayed_fields["request"]),
+        (AttemptRecord, delayed_fields["attempts"]["items"]),
     ]
 
 
@@ -128,7 +139,16 @@ def _avro_default(value: Any) -> Any:
 @pytest.mark.parametrize(
     ("model", "record"),
     _records(),
-    ids=["request", "result", "dead_letter", "dead_letter.original", "dead_letter.attempts"],
+    ids=[
+        "request",
+        "result",
+        "dead_letter",
+        "dead_letter.original",
+        "dead_letter.attempts",
+        "delayed",
+        "delayed.request",
+        "delayed.attempts",
+    ],
 )
 def test_schema_matches_model(model, record):
     assert mismatches(model, record) == []

@@ -76,6 +76,7 @@ RELEASED_FINGERPRINTS = {
     ("request_event", "v1"): "d1811c8e3c56a2aa",
     ("result_event", "v1"): "908aadf5be50b0e6",
     ("dead_letter_event", "v1"): "5fb3e75211099f0c",
+    ("delayed_request", "v1"): "517054eb1cdf46cd",
 }
 
 

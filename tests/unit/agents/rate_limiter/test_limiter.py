@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import cast
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -24,12 +23,10 @@ from agents.rate_limiter.limiter import (
     MemoryQuotaStore,
     WaitCaps,
 )
-from agents.rate_limiter.partitions import LimiterPartitions
-from agents.rate_limiter.quota import QuotaState, Window
+from agents.rate_limiter.quota import Window
 from schemas.models import RequestEvent
 from streams.metrics import Metrics
 from streams.settings import QuotaRule
-from streams.state.table import ChangelogTable
 
 START = 1_700_000_015.0  # 15 s into a UTC minute
 INTERVAL_S = 0.01  # 100/s
@@ -276,8 +273,8 @@ async def test_a_request_over_its_quota_is_rejected_with_the_time_to_the_reset(
     assert again.admission is Admission.GO
 
 
-async def test_a_queued_quota_waits_for_the_window_reset_then_goes(
-    limiter_factory: LimiterFactory, clock: FakeClock
+async def test_a_queued_quota_is_delayed_until_the_window_resets_then_goes(
+    limiter_factory: LimiterFactory, clock: FakeClock, metrics: Metrics
 ) -> None:
     rule = QuotaRule(tenant="t1", provider="acme", per_second=1, on_exceed="queue")
     limiter = limiter_factory([rule])
@@ -286,11 +283,16 @@ async def test_a_queued_quota_waits_for_the_window_reset_then_goes(
     first = await asyncio.wait_for(limiter.admit(request("a", tenant="t1"), 0), 0.5)
     assert first.admission is Admission.GO
 
-    queued = await admitting(limiter, request("b", tenant="t1"))
-    assert await still_waiting(queued)
-    clock.advance(0.02)
-    decision = await asyncio.wait_for(queued, 1)
-    assert decision.admission is Admission.GO
+    # Decided at once: the caller keeps it in the timer table, not in the waiting room.
+    queued = await asyncio.wait_for(limiter.admit(request("b", tenant="t1"), 0), 0.5)
+    assert (queued.admission, queued.reason) == (Admission.DELAYED, "quota_queued")
+    assert queued.retry_after_s == pytest.approx(0.01, abs=1e-6)
+    assert refusals(metrics, "quota_queued") == 1
+    assert limiter._partitions[0].waiting() == {}  # nothing in the waiting room
+
+    clock.advance(0.02)  # its delay is due: admitted again from the start
+    again = await asyncio.wait_for(limiter.admit(request("b", tenant="t1"), 0), 0.5)
+    assert again.admission is Admission.GO
 
 
 async def test_a_queued_quota_request_whose_deadline_comes_before_the_reset_expires(
@@ -302,245 +304,10 @@ async def test_a_queued_quota_request_whose_deadline_comes_before_the_reset_expi
     clock.now = math.floor(clock.now) + 0.99
     await asyncio.wait_for(limiter.admit(request("a", tenant="t1"), 0), 0.5)
 
-    late = await admitting(limiter, request("b", tenant="t1", deadline_at=clock.now + 0.005))
-    clock.advance(0.007)  # past the deadline, before the reset
-    decision = await asyncio.wait_for(late, 1)
+    late = request("b", tenant="t1", deadline_at=clock.now + 0.005)
+    decision = await asyncio.wait_for(limiter.admit(late, 0), 0.5)
     assert (decision.admission, decision.reason) == (Admission.EXPIRED, "deadline_passed")
     assert refusals(metrics, "deadline_passed") == 1
-
-
-async def test_revoking_a_partition_cancels_its_waiting_requests(
-    limiter_factory: LimiterFactory,
-) -> None:
-    limiter = limiter_factory(partitions=[0, 1])
-    on_revoked = await admitting(limiter, request("a"), partition=0)
-    on_kept = await admitting(limiter, request("b"), partition=1)
-    await asyncio.sleep(SETTLE_S)
-
-    limiter.revoke([0])
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(on_revoked, 1)
-    assert await still_waiting(on_kept)  # another partition's waiting room is untouched
-
-
-async def test_admitting_on_a_partition_not_assigned_raises_cancelled(limiter: Limiter) -> None:
-    limiter.revoke([0])
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(limiter.admit(request(), 0), 0.5)
-
-
-async def test_a_rate_limited_key_is_held_back_for_retry_after(
-    limiter: Limiter, clock: FakeClock
-) -> None:
-    await fill(limiter, clock)
-    limiter.observe_rate_limited(request(), 0, retry_after_s=0.04)
-
-    held = await admitting(limiter, request("held"))
-    clock.advance(0.02)
-    assert await still_waiting(held)  # tokens were available, but the provider said wait
-    clock.advance(0.03)
-    decision = await asyncio.wait_for(held, 1)
-    assert decision.admission is Admission.GO
-    assert decision.waited_s >= 0.04
-
-
-async def test_gauges_report_waiting_requests_and_tokens_per_limit_key(
-    limiter: Limiter, clock: FakeClock, metrics: Metrics
-) -> None:
-    await fill(limiter, clock)
-    key = limiter.limit_key(request())
-    await asyncio.wait_for(limiter.admit(request("a"), 0), 0.5)
-    limiter.update_gauges()
-    tokens = metrics.registry.get_sample_value(
-        "callstream_limiter_tokens_available", {"limit_key": key}
-    )
-    assert tokens == pytest.approx(BURST - 1)
-
-    for n in range(BURST - 1):
-        await asyncio.wait_for(limiter.admit(request(f"b{n}"), 0), 0.5)
-    waiting = await admitting(limiter, request("c"))
-    await asyncio.sleep(SETTLE_S)
-    limiter.update_gauges()
-    count = metrics.registry.get_sample_value(
-        "callstream_limiter_waiting_requests", {"limit_key": key}
-    )
-    assert count == 1
-    assert not waiting.done()
-
-
-class RecordingTable:
-    """The part of ``ChangelogTable`` LimiterPartitions uses, noting calls in a shared log."""
-
-    def __init__(self, log: list[tuple[str, set[int]]]) -> None:
-        self._log = log
-
-    async def assign(self, partitions: set[int]) -> None:
-        await asyncio.sleep(0)  # recovery takes a while: the limiter must wait for it
-        self._log.append(("table.assign", set(partitions)))
-
-    def revoke(self, partitions: set[int]) -> None:
-        self._log.append(("table.revoke", set(partitions)))
-
-
-class RecordingLimiter(Limiter):
-    def __init__(self, log: list[tuple[str, set[int]]], metrics: Metrics) -> None:
-        super().__init__(LimitBook(LIMITS, jitter_s=0.0), MemoryQuotaStore(), metrics)
-        self._log = log
-
-    def assign(self, partitions: Iterable[int]) -> None:
-        self._log.append(("limiter.assign", set(partitions)))
-        super().assign(partitions)
-
-    def revoke(self, partitions: Iterable[int]) -> None:
-        self._log.append(("limiter.revoke", set(partitions)))
-        super().revoke(partitions)
-
-
-async def test_limiter_partitions_recover_quotas_before_opening_and_close_before_dropping_them(
-    metrics: Metrics,
-) -> None:
-    log: list[tuple[str, set[int]]] = []
-    limiter = RecordingLimiter(log, metrics)
-    partitions = LimiterPartitions(limiter, cast(ChangelogTable, RecordingTable(log)))
-    try:
-        await partitions.assigned({0, 1})
-        await partitions.revoked({1})
-        calls = list(log)
-    finally:
-        limiter.close()
-    assert calls == [
-        ("table.assign", {0, 1}),
-        ("limiter.assign", {0, 1}),
-        ("limiter.revoke", {1}),
-        ("table.revoke", {1}),
-    ]
-
-
-async def test_limiter_partitions_without_a_quota_table_follow_the_assignment(
-    limiter_factory: LimiterFactory,
-) -> None:
-    limiter = limiter_factory(partitions=())
-    partitions = LimiterPartitions(limiter, None)
-    await partitions.assigned({2})
-    waiting = await admitting(limiter, request(), partition=2)
-    assert await still_waiting(waiting)  # admitted into partition 2's waiting room
-    await partitions.revoked({2})
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(waiting, 1)
-
-
-async def test_a_request_that_expires_waiting_for_a_token_is_not_charged_to_the_quota(
-    limiter_factory: LimiterFactory, clock: FakeClock
-) -> None:
-    limiter = limiter_factory([QuotaRule(tenant="t1", provider="acme", per_minute=1)])
-    late = await admitting(limiter, request("a", tenant="t1", deadline_at=clock.now + 0.005))
-    clock.advance(0.006)  # expires before the empty bucket has a token: never called
-    assert (await asyncio.wait_for(late, 1)).admission is Admission.EXPIRED
-
-    clock.advance(1.0)
-    decision = await asyncio.wait_for(limiter.admit(request("b", tenant="t1"), 0), 0.5)
-    assert decision.admission is Admission.GO  # the tenant has made no call this minute
-
-
-async def test_a_request_waiting_when_its_partition_is_revoked_is_not_charged_to_the_quota(
-    limiter_factory: LimiterFactory, clock: FakeClock
-) -> None:
-    store = MemoryQuotaStore()
-    limiter = limiter_factory([QuotaRule(tenant="t1", provider="acme", per_minute=1)], store=store)
-    waiting = await admitting(limiter, request("a", tenant="t1"))
-    assert await still_waiting(waiting)
-    limiter.revoke([0])
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(waiting, 1)
-    assert store._data == {}  # nothing written: the next owner's re-read is its first count
-
-    limiter.assign([0])
-    again = await admitting(limiter, request("a", tenant="t1"))
-    clock.advance(INTERVAL_S)  # the new owner's first token
-    assert (await asyncio.wait_for(again, 1)).admission is Admission.GO
-
-
-async def test_requests_waiting_under_a_quota_hold_their_place_so_a_burst_cannot_overrun_it(
-    limiter_factory: LimiterFactory, clock: FakeClock, metrics: Metrics
-) -> None:
-    store = MemoryQuotaStore()
-    limiter = limiter_factory([QuotaRule(tenant="t1", provider="acme", per_minute=2)], store=store)
-    first = await admitting(limiter, request("a", tenant="t1"))
-    second = await admitting(limiter, request("b", tenant="t1"))
-    # Both wait for the empty bucket, uncounted; a third does not fit beside them.
-    third = await asyncio.wait_for(limiter.admit(request("c", tenant="t1"), 0), 0.5)
-    assert (third.admission, third.reason) == (Admission.REJECTED, "quota_exceeded")
-    assert store._data == {}
-
-    clock.advance(1.0)
-    assert (await asyncio.wait_for(first, 1)).admission is Admission.GO
-    assert (await asyncio.wait_for(second, 1)).admission is Admission.GO
-    counted = store.get(0, f"t1/{limiter.limit_key(request())}".encode())
-    assert counted is not None
-    assert QuotaState.from_bytes(counted).minute.count == 2  # written when they went
-
-
-async def test_past_the_cap_per_limit_key_a_request_is_rejected_queue_full_at_once(
-    limiter_factory: LimiterFactory, clock: FakeClock, metrics: Metrics
-) -> None:
-    limiter = limiter_factory(caps=WaitCaps(per_key=2, per_tenant=100))
-    waiting = [await admitting(limiter, request(f"w{n}", tenant=f"t{n}")) for n in range(2)]
-    full = await asyncio.wait_for(limiter.admit(request("x", tenant="other"), 0), 0.5)
-    assert (full.admission, full.reason) == (Admission.REJECTED, "queue_full")
-    assert refusals(metrics, "queue_full") == 1
-
-    clock.advance(INTERVAL_S)  # one token: one of the two goes, which makes room for one
-    await asyncio.wait_for(waiting[0], 1)
-    room = await admitting(limiter, request("y", tenant="other"))
-    assert await still_waiting(room)
-    assert await still_waiting(waiting[1])
-
-
-async def test_past_the_cap_per_tenant_only_that_tenant_is_refused(
-    limiter_factory: LimiterFactory, metrics: Metrics
-) -> None:
-    limiter = limiter_factory(caps=WaitCaps(per_key=100, per_tenant=2))
-    flood = [await admitting(limiter, request(f"a{n}", tenant="noisy")) for n in range(2)]
-    refused = await asyncio.wait_for(limiter.admit(request("a2", tenant="noisy"), 0), 0.5)
-    assert (refused.admission, refused.reason) == (Admission.REJECTED, "queue_full")
-
-    other = await admitting(limiter, request("b", tenant="quiet"))
-    assert await still_waiting(other)  # another tenant still gets a place
-    assert all([await still_waiting(task) for task in flood])
-    assert refusals(metrics, "queue_full") == 1
-
-
-async def test_a_request_going_at_once_is_never_refused_by_the_caps(
-    limiter_factory: LimiterFactory, clock: FakeClock
-) -> None:
-    limiter = limiter_factory(caps=WaitCaps(per_key=1, per_tenant=1))
-    await fill(limiter, clock)
-    for n in range(BURST):  # nobody waits and tokens are there: no waiting room involved
-        decision = await asyncio.wait_for(limiter.admit(request(f"r{n}"), 0), 0.5)
-        assert decision.admission is Admission.GO
-
-
-async def test_a_request_without_a_deadline_expires_after_the_default_maximum_wait(
-    limiter_factory: LimiterFactory, clock: FakeClock, metrics: Metrics
-) -> None:
-    limiter = limiter_factory(caps=WaitCaps(default_max_wait_s=0.005))
-    patient = await admitting(limiter, request("a"))
-    assert await still_waiting(patient)
-    clock.advance(0.006)  # before the first token of the empty bucket
-    decision = await asyncio.wait_for(patient, 1)
-    assert (decision.admission, decision.reason) == (Admission.EXPIRED, "max_wait_exceeded")
-    assert refusals(metrics, "max_wait_exceeded") == 1
-
-
-async def test_a_request_with_its_own_deadline_is_not_cut_short_by_the_default_maximum_wait(
-    limiter_factory: LimiterFactory, clock: FakeClock
-) -> None:
-    limiter = limiter_factory(caps=WaitCaps(default_max_wait_s=0.005))
-    late = await admitting(limiter, request("a", deadline_at=clock.now + 1.0))
-    clock.advance(0.006)
-    assert await still_waiting(late)
-    clock.advance(INTERVAL_S)
-    assert (await asyncio.wait_for(late, 1)).admission is Admission.GO
 
 
 async def test_a_queued_quota_resetting_after_the_default_maximum_wait_expires_at_once(
@@ -557,7 +324,7 @@ async def test_a_queued_quota_resetting_after_the_default_maximum_wait_expires_a
     assert refusals(metrics, "max_wait_exceeded") == 1
 
 
-async def test_requests_queued_for_a_quota_reset_count_against_the_caps(
+async def test_requests_delayed_for_a_quota_reset_hold_no_waiting_room_place(
     limiter_factory: LimiterFactory, clock: FakeClock
 ) -> None:
     rule = QuotaRule(tenant="t1", provider="acme", per_second=1, on_exceed="queue")
@@ -565,7 +332,9 @@ async def test_requests_queued_for_a_quota_reset_count_against_the_caps(
     await fill(limiter, clock)
     clock.now = math.floor(clock.now) + 0.5
     assert (await limiter.admit(request("a", tenant="t1"), 0)).admission is Admission.GO
-    queued = [await admitting(limiter, request(f"q{n}", tenant="t1")) for n in range(2)]
-    refused = await asyncio.wait_for(limiter.admit(request("q2", tenant="t1"), 0), 0.5)
-    assert (refused.admission, refused.reason) == (Admission.REJECTED, "queue_full")
-    assert all([await still_waiting(task) for task in queued])
+    decisions = [
+        await asyncio.wait_for(limiter.admit(request(f"q{n}", tenant="t1"), 0), 0.5)
+        for n in range(5)
+    ]
+    assert {d.admission for d in decisions} == {Admission.DELAYED}  # never queue_full
+    assert limiter._partitions[0].waiting() == {}  # nothing in the waiting room
