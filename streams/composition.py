@@ -118,15 +118,16 @@ async def compose(settings: Settings) -> Worker:
     warn_exposure(providers, deny_private_networks=settings.deny_private_networks)
     if not providers:
         raise ConfigurationError("no provider is active: configure at least one provider")
-    changelogs = [delays_changelog(settings)]
+    changelogs = {delays_changelog(settings): DELAYS_CHANGELOG_CONFIGS}
     if settings.limiter.enabled:
-        changelogs.append(quota_changelog(settings))
-    for changelog in changelogs:
+        changelogs[quota_changelog(settings)] = {}
+    for changelog, configs in changelogs.items():
         await ensure_changelog_topic(
             settings.kafka,
             changelog,
             settings.topics.partitions,
             settings.topics.replication_factor,
+            configs,
         )
     # Every check is behind us: from here on nothing fails, so no client is left unclosed.
     producer = AIOKafkaProducer(
@@ -287,6 +288,13 @@ def copartitioned(bound_topics: list[str]) -> dict[str, Any]:
 
 def quota_changelog(settings: Settings) -> str:
     return f"{settings.app_id}.quotas.changelog.v1"
+
+
+# Every delay is one record and one tombstone: roll segments hourly (the active segment is never
+# compacted) and drop tombstones after an hour, so that an assignment replays about an hour of
+# delays plus those still waiting, not a week of tombstones (measured: `callstream bench delays`
+# replayed 15,000 records for 5,000 delays waiting).
+DELAYS_CHANGELOG_CONFIGS = {"segment.ms": "3600000", "delete.retention.ms": "3600000"}
 
 
 def delays_changelog(settings: Settings) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka.admin import NewTopic
@@ -21,7 +22,11 @@ _METADATA_WAIT_S = 15.0
 
 
 async def ensure_changelog_topic(
-    kafka: KafkaSettings, topic: str, partitions: int, replication_factor: int
+    kafka: KafkaSettings,
+    topic: str,
+    partitions: int,
+    replication_factor: int,
+    configs: Mapping[str, str] | None = None,
 ) -> None:
     """Create ``topic`` with ``cleanup.policy=compact`` unless it exists, then check it.
 
@@ -32,6 +37,7 @@ async def ensure_changelog_topic(
     Args:
         partitions: must equal the partition count of the source topic: a table partition
             lives with the source partition of the same number.
+        configs: more topic configs for its creation (an existing topic keeps its own).
 
     Raises:
         ConfigurationError: the topic cannot be created, or exists with another partition
@@ -41,7 +47,7 @@ async def ensure_changelog_topic(
         name=topic,
         num_partitions=partitions,
         replication_factor=replication_factor,
-        topic_configs={"cleanup.policy": "compact"},
+        topic_configs={**(configs or {}), "cleanup.policy": "compact"},
     )
     async with admin_client(kafka) as admin:
         response = await admin.create_topics([new_topic])
