@@ -23,6 +23,7 @@ _MIX_NAMES = {
     "503": "status_503",
     "404": "status_404",
     "400": "status_400",
+    "429": "status_429",
     "timeout": "timeout",
 }
 
@@ -40,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flavor", choices=get_args(FlavorName))
     p.add_argument("--latency-ms", type=float)
     p.add_argument("--jitter-ms", type=float)
-    p.add_argument("--error-mix", help="e.g. 500=0.01,503=0.02,404=0,400=0,timeout=0.001")
+    p.add_argument("--error-mix", help="e.g. 500=0.01,503=0.02,404=0,400=0,429=0,timeout=0.001")
+    p.add_argument("--retry-after-s", type=int, help="Retry-After of the error mix's 429s")
     p.add_argument("--seed", type=int)
     p.add_argument("--rate", type=float, help="rate limit, requests per second")
     p.add_argument("--burst", type=int, help="rate limit bucket size (default 1)")
@@ -97,6 +99,8 @@ def config_from_args(args: argparse.Namespace) -> FakeProviderConfig:
         data["idempotency"] = False
     if args.error_mix:
         data["error_mix"] = _error_mix(args.error_mix)
+    if args.retry_after_s is not None:
+        data["error_mix"] = {**data.get("error_mix", {}), "retry_after_s": args.retry_after_s}
     if args.rate is not None:
         data["rate_limit"] = {"rate_per_s": args.rate, "burst": args.burst or 1}
     if (auth := _auth(args)) is not None:

@@ -26,6 +26,9 @@ class ErrorMix(_Frozen):
     status_503: float = Field(default=0.0, ge=0, le=1)
     status_404: float = Field(default=0.0, ge=0, le=1)
     status_400: float = Field(default=0.0, ge=0, le=1)
+    # A transient 429 (not the bucket's), answered with ``Retry-After: retry_after_s``.
+    status_429: float = Field(default=0.0, ge=0, le=1)
+    retry_after_s: int = Field(default=1, ge=0)
     # Never answers until ``timeout_sleep_s`` (past any client timeout); cancelled on disconnect.
     timeout: float = Field(default=0.0, ge=0, le=1)
 
@@ -37,7 +40,14 @@ class ErrorMix(_Frozen):
 
     @property
     def total(self) -> float:
-        return self.status_500 + self.status_503 + self.status_404 + self.status_400 + self.timeout
+        return (
+            self.status_500
+            + self.status_503
+            + self.status_404
+            + self.status_400
+            + self.status_429
+            + self.timeout
+        )
 
     def outcomes(self) -> list[tuple[float, int | Literal["timeout"]]]:
         """Cumulative thresholds for one uniform draw, most frequent first."""
@@ -46,6 +56,7 @@ class ErrorMix(_Frozen):
             (self.status_503, 503),
             (self.status_404, 404),
             (self.status_400, 400),
+            (self.status_429, 429),
             (self.timeout, "timeout"),
         ]
         out: list[tuple[float, int | Literal["timeout"]]] = []

@@ -337,7 +337,8 @@ class FakeProviderServer:
             return rt.flavor.error(504)
         if outcome == 429:
             # An injected 429 is not the bucket's: no state (bucket headers come from _with_rate).
-            return rt.flavor.rate_limited(None, retry_after_s=retry_after_s or 1)
+            wait_s = retry_after_s or rt.config.error_mix.retry_after_s
+            return rt.flavor.rate_limited(None, retry_after_s=wait_s)
         if outcome < 400:
             size = directives.body_bytes if directives is not None else None
             return respond(outcome, b'"' + b"x" * (size - 2) + b'"' if size else b"{}")

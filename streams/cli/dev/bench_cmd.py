@@ -379,6 +379,45 @@ def codec(n: Annotated[int, typer.Option("-n", min=100)] = 20_000) -> None:
     typer.echo(format_report(run_codec_bench(n)))
 
 
+@bench_app.command("delays")
+def delays(
+    n: Annotated[int, typer.Option("-n", min=10, help="Requests per round; 2 rounds each.")] = 5000,
+    tick_ms: Annotated[
+        float, typer.Option("--tick-ms", min=0, help="Timer table: ms between firing passes.")
+    ] = 10.0,
+    warm_up: Annotated[
+        int, typer.Option("--warm-up", min=0, help="Uncounted requests per round first.")
+    ] = 1000,
+    bootstrap: BenchBootstrap = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Durable delays: a timer table (RocksDB + changelog) against delay-tier topics."""
+    from streams.cli.dev.delays_bench import print_delays, run_delays_bench
+
+    console = Console()
+    use_event_loop("uvloop")  # as the worker runs
+    with (
+        console.status("starting the broker") as status,
+        scratch_dir("callstream-bench-") as tmp,
+        _broker(bootstrap) as broker,
+    ):
+        kafka = KafkaSettings(bootstrap_servers=broker.servers)
+        figures = run(
+            run_delays_bench(
+                kafka,
+                count=n,
+                data_dir=tmp,
+                warm_up=warm_up,
+                tick_ms=tick_ms,
+                broker_pids=broker.pids,
+                progress=status.update,
+            )
+        )
+    print_delays(console, figures)
+    if as_json:
+        sys.stdout.write(json.dumps({"delays": figures}) + "\n")
+
+
 @bench_app.command("ratelimit")
 def ratelimit(
     requests: Annotated[int, typer.Option("--requests", "-n", min=10)] = 1500,
@@ -452,3 +491,35 @@ def _print_limits(console: Console, figures: dict[str, float], rate: float, burs
         f"{figures['wait_p99_ms']:.0f}",
     )
     console.print(table)
+
+
+@bench_app.command("retries")
+def retries(
+    requests: Annotated[int, typer.Option("--requests", "-n", min=10)] = 2000,
+    failure_rate: Annotated[
+        float, typer.Option(min=0, max=0.9, help="Share of provider calls failing transiently.")
+    ] = 0.3,
+    rate: Annotated[float, typer.Option(min=1, help="Requests published per second.")] = 100,
+    bootstrap: BenchBootstrap = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """No retries, immediate retries and callstream's on a flaky fake: success, calls, time."""
+    from streams.cli.dev.retries_bench import measure_retries, print_retries
+
+    console = Console()
+    with scratch_dir("callstream-bench-") as tmp, _broker(bootstrap) as broker:
+        console.print(
+            f"broker {broker.servers}; {requests} requests per variant at {rate:g}/s, "
+            f"{failure_rate:.0%} of calls failing"
+        )
+        report = measure_retries(
+            tmp,
+            broker.servers,
+            requests=requests,
+            failure_rate=failure_rate,
+            rate_per_s=rate,
+            console=console,
+        )
+    print_retries(console, report)
+    if as_json:
+        sys.stdout.write(json.dumps({"retries": report}) + "\n")

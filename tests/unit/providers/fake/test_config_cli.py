@@ -20,6 +20,15 @@ def test_error_mix_adds_up_to_at_most_one():
     mix = ErrorMix(status_500=0.1, timeout=0.2)
     assert mix.outcomes() == [(0.2, "timeout"), (pytest.approx(0.3), 500)]
     assert ErrorMix().outcomes() == []
+    with pytest.raises(ValidationError):
+        ErrorMix(status_500=0.8, status_429=0.3)
+    assert ErrorMix(status_429=0.05).outcomes() == [(0.05, 429)]
+
+
+def test_error_mix_429_and_its_retry_after_from_flags():
+    mix = parse("--error-mix", "500=0.1,429=0.05", "--retry-after-s", "3").error_mix
+    assert (mix.status_500, mix.status_429, mix.retry_after_s) == (0.1, 0.05, 3)
+    assert parse("--error-mix", "429=0.05").error_mix.retry_after_s == 1
 
 
 def test_secrets_survive_the_trip_to_a_child_process():

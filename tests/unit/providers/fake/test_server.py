@@ -75,6 +75,15 @@ async def test_seeded_error_mix_is_reproducible(fake_server_factory, session):
     assert set(runs[0]) == {200, 400, 404, 500, 503}
 
 
+async def test_error_mix_429_carries_its_retry_after(fake_server_factory, session):
+    server = await fake_server_factory(error_mix={"status_429": 1.0, "retry_after_s": 2})
+    status, headers, _ = await get(session, f"{server.url}/v1/items/1")
+    assert (status, headers["Retry-After"]) == (429, "2")
+    status, headers, _ = await get(session, f"{server.url}/v1/items/1?fake_status=429")
+    assert (status, headers["Retry-After"]) == (429, "2")  # a directive without its own wait
+    assert server.stats.rate_limited == 0  # injected, not the bucket's
+
+
 async def test_injected_timeout_is_cancelled_when_the_client_leaves(fake_server_factory, session):
     server = await fake_server_factory(timeout_sleep_s=0.6)
     with pytest.raises(asyncio.TimeoutError):
