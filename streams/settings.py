@@ -180,7 +180,8 @@ class RetrySettings(_Section):
     ``max_attempts`` and ``retry_time_budget_s``."""
 
     # Calls per request, the first included; 1 never retries.
-    max_attempts: int = Field(default=6, ge=1, le=100)
+    # 7: at 30% transient failures, 0.3**7 = 0.02% of requests fail every attempt (bench retries).
+    max_attempts: int = Field(default=7, ge=1, le=100)
     # Full-jitter exponential backoff: attempt n waits a uniform draw in
     # [0, min(max_delay_s, base_delay_s * 2**(n-1))], and never less than the provider's
     # Retry-After (clamped by its declared limits.max_retry_after_s).

@@ -17,7 +17,7 @@ __all__ = ["Failure", "GiveUp", "RetryAt", "RetryPolicy", "backoff_s", "decide"]
 class RetryPolicy:
     """How hard to try one call: attempts, backoff and a wall-clock budget."""
 
-    max_attempts: int = 6  # the first call included; 1 = never retry
+    max_attempts: int = 7  # the first call included; 1 = never retry
     base_delay_s: float = 0.2  # full-jitter exponential backoff base
     max_delay_s: float = 30.0  # cap on one backoff
     time_budget_s: float = 120.0  # no attempt starts later than this after the first one started

@@ -86,7 +86,7 @@ def test_policy_rejects_nonsense(kwargs):
 
 def test_policy_defaults_are_valid():
     policy = RetryPolicy()
-    assert (policy.max_attempts, policy.base_delay_s, policy.max_delay_s) == (6, 0.2, 30.0)
+    assert (policy.max_attempts, policy.base_delay_s, policy.max_delay_s) == (7, 0.2, 30.0)
     assert policy.time_budget_s == 120.0
 
 
