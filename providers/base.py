@@ -24,6 +24,7 @@ from providers.errors import (
     ProviderTimeout,
     ProviderUnavailable,
     RateLimited,
+    RetriableError,
     UnknownOperation,
 )
 from providers.operation import DEFAULT_INPUT_LIMITS, CompiledOperation, InputLimits
@@ -220,7 +221,11 @@ class Provider:
             wait = self._ceiling(_retry_after(headers, limits, now=now), "retry-after")
             wait = self.spec.limits.retry_after_s if wait is None else wait
             return RateLimited(message, http_status=status, retry_after_s=wait)
-        return kind(message, http_status=status)
+        error = kind(message, http_status=status)
+        if isinstance(error, RetriableError) and "retry-after" in headers:
+            # RFC 9110: a 503 may say how long the outage lasts; a retry waits at least that.
+            error.retry_after_s = self._ceiling(retry_after_s(headers, now=now), "retry-after")
+        return error
 
     def _kind(
         self,

@@ -41,6 +41,9 @@ class ProviderError(Exception):
 class RetriableError(ProviderError):
     retriable = True
     reason = "retriable_error"
+    # The provider's own wait (Retry-After on a 429 or a 503, a rate-limit reset), clamped
+    # by its declared limits.max_retry_after_s; None when it named none.
+    retry_after_s: float | None = None
 
 
 class ProviderTimeout(RetriableError):

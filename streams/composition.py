@@ -145,7 +145,7 @@ async def compose(settings: Settings) -> Worker:
     if settings.limiter.enabled:
         quotas = quota_table(settings, producer)
         book = limit_book(providers, settings.providers, settings.limiter, settings.tenants)
-        limiter = Limiter(book, quotas, metrics, caps=wait_caps(settings.limiter))
+        limiter = Limiter(book, quotas, metrics, caps=wait_caps(settings))
         listeners.append(LimiterPartitions(limiter, quotas))
     gateway = HttpGateway(providers, client, metrics)
     delays = DelayLine(delay_table(settings, producer))
@@ -255,13 +255,34 @@ def limit_book(
     return LimitBook(limits, limiter.quotas, jitter_s=limiter.jitter_s, weights=weights)
 
 
-def wait_caps(limiter: LimiterSettings) -> WaitCaps:
-    """How much may wait in a partition's waiting room, and for how long (issue 20)."""
-    return WaitCaps(
-        per_key=limiter.max_waiting_per_key,
-        per_tenant=limiter.max_waiting_per_tenant,
+def wait_caps(settings: Settings) -> WaitCaps:
+    """How much may wait in a partition's waiting room, and for how long (issue 20).
+
+    Unset caps come from the smallest share of ``caller.max_pending`` a partition can get (a
+    worker owning every partition): a key may fill half of it, a tenant a quarter, so a flood
+    is refused ``queue_full`` before its partition pauses for everyone on it. A cap set at or
+    above that share is kept, with a warning.
+    """
+    limiter, caller = settings.limiter, settings.caller
+    share = max(
+        1, min(caller.max_pending_per_partition, caller.max_pending // settings.topics.partitions)
+    )
+    caps = WaitCaps(
+        per_key=limiter.max_waiting_per_key or max(1, share // 2),
+        per_tenant=limiter.max_waiting_per_tenant or max(1, share // 4),
         default_max_wait_s=limiter.default_max_wait_s,
     )
+    for name, cap in (("key", caps.per_key), ("tenant", caps.per_tenant)):
+        if cap >= share:
+            log.warning(
+                "limiter.max_waiting_per_%s (%d) is not below a partition's share of "
+                "caller.max_pending (%d): one %s's flood can pause a partition others share",
+                name,
+                cap,
+                share,
+                name,
+            )
+    return caps
 
 
 def tenant_table(settings: Settings) -> TenantTable | None:

@@ -181,8 +181,9 @@ class Metrics:
             delayed=Gauge(
                 "callstream_delayed_requests",
                 "Requests waiting durably in the timer tables of the partitions this worker "
-                "owns, by kind: retry (backing off after a retriable failure) or quota (waiting "
-                "for their tenant's next window).",
+                "owns, by kind: retry (backing off after a retriable failure), retry_budget "
+                "(a retry deferred by its key's retry budget) or quota (waiting for their "
+                "tenant's next window).",
                 ["kind"],
                 registry=registry,
             ),
@@ -206,10 +207,10 @@ class Metrics:
             ),
             retries_refused=Counter(
                 "callstream_retries_refused",
-                "Retriable failures not retried, by why: retry_budget_exceeded (the limit "
-                "key's retries are over their share of calls), retries_exhausted (attempts, "
-                "time budget or deadline) or unsafe_to_retry (not idempotent, may have reached "
-                "the provider).",
+                "Retries held back or not made, by why: retry_budget_deferred (a due retry "
+                "waits for its limit key's retry budget), retry_budget_exceeded (not within "
+                "its time budget or deadline), retries_exhausted (attempts, time budget or "
+                "deadline) or unsafe_to_retry (not idempotent, may have reached the provider).",
                 ["provider", "reason"],
                 registry=registry,
             ),

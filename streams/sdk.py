@@ -85,7 +85,11 @@ class CallstreamClient:
         if self._ensure_topics:
             topics = self._settings.topics
             await ensure_topics(self._settings.kafka, pipeline_topics(topics), create=topics.create)
-        producer = AIOKafkaProducer(**producer_options(self._settings.kafka))
+        producer = AIOKafkaProducer(
+            **producer_options(
+                self._settings.kafka, max_record_bytes=self._settings.topics.max_record_bytes
+            )
+        )
         await start_client(producer, self._settings.kafka)
         self._producer = producer
         return self

@@ -162,13 +162,14 @@ class LimiterSettings(_Section):
     # by keeping this much burst in reserve (see agents/rate_limiter/bucket.py).
     jitter_s: float = Field(default=0.05, ge=0, le=5)
     quotas: list[QuotaRule] = Field(default_factory=list)
-    # Requests waiting in one partition's waiting room (for a token or a quota reset), per
-    # limit key and per tenant; past either cap a request is `rejected` with reason
-    # queue_full at once. The defaults rarely bind before the partition's share of
-    # caller.max_pending pauses it; set them below that share so that one key or one tenant
-    # cannot pause a partition that others share.
-    max_waiting_per_key: int = Field(default=10_000, ge=1)
-    max_waiting_per_tenant: int = Field(default=5_000, ge=1)
+    # Requests waiting in one partition's waiting room for a token, per limit key and per
+    # tenant; past either cap a request is `rejected` with reason queue_full at once. None
+    # (the default) derives them from the smallest share of caller.max_pending a partition
+    # can get (min(max_pending_per_partition, max_pending / topics.partitions)): half of it
+    # per key and a quarter per tenant, so that one key's or one tenant's flood is refused
+    # before it fills the share and pauses a partition that others share.
+    max_waiting_per_key: int | None = Field(default=None, ge=1)
+    max_waiting_per_tenant: int | None = Field(default=None, ge=1)
     # A request without a deadline waits at most this long (`expired`, reason
     # max_wait_exceeded); one with a deadline waits until its deadline.
     default_max_wait_s: float = Field(default=300.0, gt=0)

@@ -71,10 +71,12 @@ class _Resumed(NamedTuple):
     """What a request taken up from a delay brings along."""
 
     attempts: tuple[AttemptRecord, ...]
-    delayed_at_ms: int
+    kind: str
 
 
-_FRESH = _Resumed((), 0)
+_FRESH = _Resumed((), "")
+# The kind of a retry the retry budget deferred (beside "retry" and "quota").
+_BUDGET = "retry_budget"
 
 
 class Caller:
@@ -173,7 +175,7 @@ class Caller:
         source = SourceRecord(
             delayed.source_topic, delayed.source_partition, delayed.source_offset, raw
         )
-        resumed = _Resumed(tuple(delayed.attempts), delayed.delayed_at_ms)
+        resumed = _Resumed(tuple(delayed.attempts), delayed.kind)
         try:
             outcome = await self._handle_request(source, request, resumed)
         except Exception as exc:  # a bug of ours must not stop the partition
@@ -203,14 +205,31 @@ class Caller:
             return self._refused(source, request, exc)
         if request.deadline_passed(self._clock_ms() / 1000):
             return self._ended(request, ResultStatus.EXPIRED, "deadline_passed")
-        if self._limiter is None:
-            return await self._call(source, request, prepared, request.provider, resumed)
-        key = self._limiter.limit_key(request)
+        key = self._limiter.limit_key(request) if self._limiter else request.provider
         if resumed is _FRESH:
             owner = self._owner_of(key) if self._owner_of else None
             if owner is not None and owner != source.partition:
                 return Forward(key.encode(), source.value)
-        decision = await self._limiter.admit(request, source.partition, key)
+        elif resumed.attempts and self._retries is not None:  # a retry: within the budget?
+            held = self._over_retry_budget(source, request, key, resumed)
+            if held is not None:
+                return held
+        if self._limiter is not None:
+            refused = await self._admit(self._limiter, source, request, key, resumed)
+            if refused is not None:
+                return refused
+        return await self._call(source, request, prepared, key, resumed)
+
+    async def _admit(
+        self,
+        limiter: Limiter,
+        source: SourceRecord,
+        request: RequestEvent,
+        key: str,
+        resumed: _Resumed,
+    ) -> Outcome | Delay | None:
+        """Wait for the quota and a token: None to go, else the request's end or delay."""
+        decision = await limiter.admit(request, source.partition, key)
         if decision.admission is Admission.EXPIRED:
             return self._ended(request, ResultStatus.EXPIRED, decision.reason)
         if decision.admission is Admission.REJECTED:
@@ -219,7 +238,32 @@ class Caller:
             wait_ms = int((decision.retry_after_s or 0.0) * 1000)
             spread = random.randrange(self._quota_jitter_ms + 1)
             return self._delayed(source, request, "quota", wait_ms + spread, resumed.attempts)
-        return await self._call(source, request, prepared, key, resumed)
+        return None
+
+    def _over_retry_budget(
+        self, source: SourceRecord, request: RequestEvent, key: str, resumed: _Resumed
+    ) -> Outcome | Delay | None:
+        """None when the retry may go now; else its deferral or, past its time, its end."""
+        assert self._retries is not None
+        verdict = self._retries.spend(
+            request, resumed.attempts, key, was_deferred=resumed.kind == _BUDGET
+        )
+        if verdict is None:
+            return None
+        if isinstance(verdict, GiveUp):
+            last = resumed.attempts[-1]
+            return self._dead(
+                source,
+                reason=verdict.reason,
+                error=last.error_type or "RetriableError",
+                message=f"{verdict.detail}; last failure: {last.error_message}",
+                stage="retry",
+                request=request,
+                attempts=resumed.attempts,
+                retriable=True,
+            )
+        wait_ms = int(verdict.delay_s * 1000)
+        return self._delayed(source, request, _BUDGET, wait_ms, resumed.attempts)
 
     def _refusal(self, request: RequestEvent) -> ProviderError | None:
         """Why a request may not be made at all, checked before it spends anything."""
@@ -262,7 +306,7 @@ class Caller:
                 http_status=exc.http_status,
                 error_type=type(exc).__name__,
                 error_message=str(exc)[:500],
-                delay_ms=started_ms - resumed.delayed_at_ms if resumed.attempts else 0.0,
+                delay_ms=_since_last(resumed.attempts, started_ms),
             )
             return self._failed(source, request, exc, (*resumed.attempts, attempt), key)
         if reply.rate_limits and self._limiter is not None:  # most providers send none
@@ -359,7 +403,7 @@ class Caller:
         source: SourceRecord,
         *,
         reason: str,
-        error: BaseException,
+        error: BaseException | str,
         stage: str,
         request: RequestEvent | None = None,
         attempts: tuple[AttemptRecord, ...] = (),
@@ -378,3 +422,11 @@ class Caller:
             message=message,
         )
         return Outcome(letter)
+
+
+def _since_last(attempts: tuple[AttemptRecord, ...], started_ms: int) -> float:
+    """The wait before an attempt starting at ``started_ms``: since the previous one ended."""
+    if not attempts:
+        return 0.0
+    last = attempts[-1]
+    return max(0.0, started_ms - last.started_at_ms - last.duration_ms)

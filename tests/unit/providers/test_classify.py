@@ -111,6 +111,17 @@ def test_429_retry_after(
     assert info.value.retry_after_s == retry_after
 
 
+def test_a_503_with_retry_after_carries_the_wait_for_the_retry(
+    catalog: dict[str, Provider],
+) -> None:
+    with pytest.raises(ProviderUnavailable) as info:
+        classify(catalog["openai"], 503, {"Retry-After": "30"}, {"error": {"message": "down"}})
+    assert info.value.retry_after_s == 30.0
+    with pytest.raises(ProviderUnavailable) as without:
+        classify(catalog["openai"], 503, {}, {"error": {"message": "down"}})
+    assert without.value.retry_after_s is None
+
+
 def test_openai_two_dimensions_and_token_cost(catalog: dict[str, Provider]) -> None:
     headers = {"x-ratelimit-limit-requests": "500", "x-ratelimit-remaining-requests": "499",
                "x-ratelimit-reset-requests": "120ms", "x-ratelimit-limit-tokens": "200000",

@@ -204,18 +204,49 @@ async def test_a_retry_past_the_deadline_is_not_scheduled() -> None:
     assert "deadline" in outcome.event.error_message
 
 
-async def test_the_retry_budget_refuses_a_retry_storm() -> None:
+async def test_with_no_retry_budget_a_due_retry_ends_unsent() -> None:
     clock = Clock()
-    caller, metrics = build(
-        SequenceGateway(ProviderTimeout("slow")), clock, budget_ratio=0.0, budget_min_per_s=0.0
-    )
-    outcome = await caller.handle(record())
+    gateway = SequenceGateway(ProviderTimeout("slow"))
+    caller, metrics = build(gateway, clock, budget_ratio=0.0, budget_min_per_s=0.0)
+    first = await caller.handle(record())
+    assert isinstance(first, Delay), "planned: the budget is spent when a retry is sent"
+    clock.ms = first.due_ms
+    outcome = await caller.resume(3, first.payload)
     assert isinstance(outcome, Outcome) and isinstance(outcome.event, DeadLetterEvent)
-    assert outcome.event.reason == "retry_budget_exceeded"
+    letter = outcome.event
+    assert (letter.reason, letter.stage) == ("retry_budget_exceeded", "retry")
+    assert (letter.error_type, len(letter.attempts)) == ("ProviderTimeout", 1)
+    assert len(gateway.calls) == 1, "never sent"
     refused = metrics.registry.get_sample_value(
         "callstream_retries_refused_total", {"provider": "fake", "reason": "retry_budget_exceeded"}
     )
     assert refused == 1
+
+
+async def test_retries_over_the_budget_are_deferred_at_its_floor_rate_then_sent() -> None:
+    clock = Clock()
+    gateway = SequenceGateway(ProviderTimeout("slow"))
+    caller, metrics = build(gateway, clock, budget_ratio=0.0, budget_min_per_s=2.0)
+    firsts = [await caller.handle(record(request_id=f"r{n}")) for n in range(4)]
+    assert all(isinstance(d, Delay) for d in firsts)
+    gateway.answers = [ok()]
+    clock.ms = max(d.due_ms for d in firsts)  # type: ignore[union-attr]
+    # All due at once: the budget holds one retry (a new key's start) and 0.2 from the floor.
+    outcomes = [await caller.resume(3, d.payload) for d in firsts]  # type: ignore[union-attr]
+    sent = [o for o in outcomes if isinstance(o, Outcome)]
+    deferred = [o for o in outcomes if isinstance(o, Delay)]
+    assert len(sent) == 1 and len(deferred) == 3
+    assert {d.kind for d in deferred} == {"retry_budget"}
+    waits = sorted(d.due_ms - clock.ms for d in deferred)
+    assert waits[0] >= 250 and waits[-1] <= 1500 * 3, "spread behind each other at 2/s"
+    sample = metrics.registry.get_sample_value
+    labels = {"provider": "fake", "reason": "retry_budget_deferred"}
+    assert sample("callstream_retries_refused_total", labels) == 3
+
+    clock.ms += 10_000  # the floor has earned them all
+    again = [await caller.resume(3, d.payload) for d in deferred]
+    assert all(isinstance(o, Outcome) and o.event.status == "ok" for o in again)  # type: ignore[union-attr]
+    assert [r.attempt for r in gateway.calls].count(2) == 4, "each retried once, as attempt 2"
 
 
 async def test_a_permanent_failure_is_never_retried() -> None:
