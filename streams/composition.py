@@ -17,6 +17,8 @@ import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
+from agents.breaker.board import BreakerBoard
+from agents.breaker.state import BreakerPolicy
 from agents.provider_caller.caller import Caller
 from agents.provider_caller.gateway import HttpGateway
 from agents.provider_caller.tenancy import TenantGate, TenantTable
@@ -37,7 +39,13 @@ from streams.kafka import consumer_options, producer_options
 from streams.logs import quiet
 from streams.metrics import Metrics
 from streams.routing import PartitionRouter, RouterRefresh
-from streams.settings import LimiterSettings, ProviderSettings, Settings, TenantSettings
+from streams.settings import (
+    BreakerSettings,
+    LimiterSettings,
+    ProviderSettings,
+    Settings,
+    TenantSettings,
+)
 from streams.stage.delays import DelayLine
 from streams.stage.host import StageHost
 from streams.stage.loop import PartitionListener, StageLoop
@@ -170,6 +178,8 @@ async def compose(settings: Settings) -> Worker:
         delays=codecs.delayed,
         encode_request=codecs.request.encode,
         quota_jitter_ms=int(settings.limiter.jitter_s * 1000),
+        breakers=breaker_board(settings.breaker, metrics),
+        max_wait_s=settings.limiter.default_max_wait_s,
     )
     publisher = OutcomePublisher(
         producer,
@@ -258,29 +268,32 @@ def limit_book(
 def wait_caps(settings: Settings) -> WaitCaps:
     """How much may wait in a partition's waiting room, and for how long (issue 20).
 
-    Unset caps come from the smallest share of ``caller.max_pending`` a partition can get (a
-    worker owning every partition): a key may fill half of it, a tenant a quarter, so a flood
-    is refused ``queue_full`` before its partition pauses for everyone on it. A cap set at or
-    above that share is kept, with a warning.
+    Unset, the cap per key is a partition's smallest share of ``caller.max_pending`` (a worker
+    owning every partition), so it never binds before the partition pauses: the backlog stays
+    in Kafka, where it costs nothing. With tenants declared (``[tenants.*]``), a tenant may
+    fill a quarter of the share, so one tenant's flood is refused ``queue_full`` before its
+    partition pauses with other tenants' records unread behind it. A cap set at or above the
+    share is kept, with a warning: it cannot bind before the pause.
     """
     limiter, caller = settings.limiter, settings.caller
     share = max(
         1, min(caller.max_pending_per_partition, caller.max_pending // settings.topics.partitions)
     )
+    tenant_share = max(1, share // 4) if settings.tenants else share
     caps = WaitCaps(
-        per_key=limiter.max_waiting_per_key or max(1, share // 2),
-        per_tenant=limiter.max_waiting_per_tenant or max(1, share // 4),
+        per_key=limiter.max_waiting_per_key or share,
+        per_tenant=limiter.max_waiting_per_tenant or tenant_share,
         default_max_wait_s=limiter.default_max_wait_s,
     )
-    for name, cap in (("key", caps.per_key), ("tenant", caps.per_tenant)):
-        if cap >= share:
+    configured = (("key", limiter.max_waiting_per_key), ("tenant", limiter.max_waiting_per_tenant))
+    for name, cap in configured:
+        if cap is not None and cap >= share:
             log.warning(
                 "limiter.max_waiting_per_%s (%d) is not below a partition's share of "
-                "caller.max_pending (%d): one %s's flood can pause a partition others share",
+                "caller.max_pending (%d): the partition pauses before it refuses anything",
                 name,
                 cap,
                 share,
-                name,
             )
     return caps
 
@@ -316,6 +329,14 @@ def quota_changelog(settings: Settings) -> str:
 # delays plus those still waiting, not a week of tombstones (measured: `callstream bench delays`
 # replayed 15,000 records for 5,000 delays waiting).
 DELAYS_CHANGELOG_CONFIGS = {"segment.ms": "3600000", "delete.retention.ms": "3600000"}
+
+
+def breaker_board(settings: BreakerSettings, metrics: Metrics) -> BreakerBoard | None:
+    """One breaker per limit key, all with the ``[breaker]`` policy; None when disabled."""
+    if not settings.enabled:
+        return None
+    policy = BreakerPolicy(**settings.model_dump(exclude={"enabled"}))
+    return BreakerBoard(lambda _key: policy, metrics)
 
 
 def delays_changelog(settings: Settings) -> str:

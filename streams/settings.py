@@ -165,9 +165,10 @@ class LimiterSettings(_Section):
     # Requests waiting in one partition's waiting room for a token, per limit key and per
     # tenant; past either cap a request is `rejected` with reason queue_full at once. None
     # (the default) derives them from the smallest share of caller.max_pending a partition
-    # can get (min(max_pending_per_partition, max_pending / topics.partitions)): half of it
-    # per key and a quarter per tenant, so that one key's or one tenant's flood is refused
-    # before it fills the share and pauses a partition that others share.
+    # can get (min(max_pending_per_partition, max_pending / topics.partitions)): the whole
+    # share per key (the partition pauses first: the backlog stays in Kafka) and, with
+    # [tenants.*] declared, a quarter of it per tenant, so that one tenant's flood is refused
+    # before it pauses a partition that other tenants share.
     max_waiting_per_key: int | None = Field(default=None, ge=1)
     max_waiting_per_tenant: int | None = Field(default=None, ge=1)
     # A request without a deadline waits at most this long (`expired`, reason
@@ -201,6 +202,24 @@ class RetrySettings(_Section):
         if self.base_delay_s > self.max_delay_s:
             raise ValueError("retry.base_delay_s must be at most retry.max_delay_s")
         return self
+
+
+class BreakerSettings(_Section):
+    """Circuit breakers, one per limit key (issue 21; agents/breaker/state.py says how they
+    differ from resilience4j's defaults). Failures are the provider's own: 5xx, timeouts,
+    connection errors and invalid answers; a caller's 4xx and a 429 do not count."""
+
+    enabled: bool = True
+    window: Literal["count", "time"] = "time"
+    # Calls (count) or seconds (time) the failure and slow-call rates are measured over.
+    window_size: int = Field(default=10, ge=1, le=3600)
+    minimum_calls: int = Field(default=20, ge=1)
+    failure_rate_threshold: float = Field(default=0.5, gt=0, le=1)
+    slow_call_threshold_s: float = Field(default=5.0, gt=0)
+    slow_call_rate_threshold: float = Field(default=1.0, gt=0, le=1)
+    # Open this long, then half-open: half_open_calls probes decide between closed and open.
+    wait_in_open_s: float = Field(default=30.0, gt=0)
+    half_open_calls: int = Field(default=3, ge=1, le=1000)
 
 
 class TenantSettings(_Section):
@@ -240,6 +259,7 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     limiter: LimiterSettings = LimiterSettings()
     retry: RetrySettings = RetrySettings()
+    breaker: BreakerSettings = BreakerSettings()
     # Providers to activate (by registry name) and their overrides. Empty = every known one.
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     # Tenants bound to topics, their allow-lists and priority caps. Empty = tenant and priority

@@ -38,7 +38,8 @@ def test_bench_retries_prints_figures(kafka_bootstrap):
     )
     for name, figures in report["variants"].items():
         assert sum(figures["outcomes"].values()) == REQUESTS, name
-        assert figures["success_rate"] == pytest.approx(figures["outcomes"].get("ok", 0) / REQUESTS)
+        ok_share = figures["outcomes"].get("ok", 0) / REQUESTS
+        assert figures["success_rate"] == pytest.approx(ok_share, abs=1e-4)  # printed rounded
         assert figures["provider_calls"] >= REQUESTS, name  # every request called at least once
         assert figures["amplification"] == pytest.approx(
             figures["provider_calls"] / REQUESTS, abs=0.001

@@ -125,11 +125,16 @@ def test_fair_share(settings, fake_provider_factory, worker_factory, tmp_path: P
     settings = with_providers(settings)
     partitions = list(range(settings.topics.partitions))
     assert partition_for(SLOW.encode(), partitions) != partition_for(FAST.encode(), partitions)
-    # Default caps: a tenant may have a quarter of a partition's share of caller.max_pending
-    # waiting (833 of 3,333), so A's flood is refused queue_full before P's partition fills
-    # and pauses with B's records unread behind A's (measured with a cap above the share: B
-    # got no P call in 60 s).
-    _, worker = start_worker(fake_provider_factory, worker_factory, tmp_path)
+    # Tenants declared with equal weights: a tenant may then have a quarter of a partition's
+    # share of caller.max_pending waiting (833 of 3,333), so A's flood is refused queue_full
+    # before P's partition fills and pauses with B's records unread behind A's (measured
+    # with a cap above the share: B got no P call in 60 s).
+    _, worker = start_worker(
+        fake_provider_factory,
+        worker_factory,
+        tmp_path,
+        CALLSTREAM_TENANTS='{"A": {"weight": 1}, "B": {"weight": 1}}',
+    )
     start = scrape(worker.url)
     assert sample(start, "callstream_rebalances_total", kind="assigned") == 1
     # aiokafka reports an empty revocation before the first assignment too.
