@@ -68,6 +68,9 @@ class Metrics:
     delay_lateness_seconds: Histogram
     retries: Counter
     retries_refused: Counter
+    breaker_state: Gauge
+    breaker_transitions: Counter
+    breaker_refusals: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -212,6 +215,24 @@ class Metrics:
                 "its time budget or deadline), retries_exhausted (attempts, time budget or "
                 "deadline) or unsafe_to_retry (not idempotent, may have reached the provider).",
                 ["provider", "reason"],
+                registry=registry,
+            ),
+            breaker_state=Gauge(
+                "callstream_breaker_state",
+                "Each circuit breaker's mode: 0 closed, 1 half-open, 2 open.",
+                ["breaker"],
+                registry=registry,
+            ),
+            breaker_transitions=Counter(
+                "callstream_breaker_transitions",
+                "Circuit breaker changes of mode, by the mode entered.",
+                ["breaker", "to"],
+                registry=registry,
+            ),
+            breaker_refusals=Counter(
+                "callstream_breaker_refusals",
+                "Calls a circuit breaker refused (the request waits, or ends circuit_open).",
+                ["breaker"],
                 registry=registry,
             ),
         )

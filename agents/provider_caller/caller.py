@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Collection
 from typing import NamedTuple, Protocol
 
+from agents.breaker.board import BreakerBoard
+from agents.breaker.state import CallResult, PermitKind
 from agents.outcomes import dead_letter, result
 from agents.provider_caller.tenancy import TenantGate
 from agents.rate_limiter.limiter import Admission, Limiter
@@ -25,8 +27,11 @@ from agents.retry.planner import GiveUp, RetryPlanner
 from providers.auth.request import PreparedRequest
 from providers.errors import (
     EventTooLarge,
+    InvalidResponse,
     NotAllowed,
     ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
     RateLimited,
     UnknownProvider,
 )
@@ -77,6 +82,11 @@ class _Resumed(NamedTuple):
 _FRESH = _Resumed((), "")
 # The kind of a retry the retry budget deferred (beside "retry" and "quota").
 _BUDGET = "retry_budget"
+# The failures that count against a provider's breaker: its own (5xx, timeouts, connections,
+# answers it should not give), not a caller's 4xx nor its rate limit (the limiter's business).
+_BREAKER_FAILURES = (ProviderTimeout, ProviderUnavailable, InvalidResponse)
+# How soon a request refused by a half-open breaker (its probes all out) asks again.
+_HALF_OPEN_POLL_MS = 1000
 
 
 class Caller:
@@ -99,6 +109,8 @@ class Caller:
         delays: DelayCodec | None = None,
         encode_request: RequestEncoder | None = None,
         quota_jitter_ms: int = 50,
+        breakers: BreakerBoard | None = None,
+        max_wait_s: float = 300.0,
     ) -> None:
         """Args:
         gateway: calls providers.
@@ -119,6 +131,8 @@ class Caller:
         encode_request: a request's bytes, for the dead letter of a request taken up from a
             delay (its original record is long committed).
         quota_jitter_ms: spread of the requests queued for one quota window over its start.
+        breakers: circuit breakers by limit key (None: no breaker).
+        max_wait_s: how long a request without a deadline may wait for an open breaker.
         """
         self._gateway = gateway
         self._decoder = decoder
@@ -134,6 +148,8 @@ class Caller:
         self._delays = delays
         self._encode_request = encode_request
         self._quota_jitter_ms = quota_jitter_ms
+        self._breakers = breakers
+        self._max_wait_ms = int(max_wait_s * 1000)
 
     async def handle(self, source: SourceRecord) -> Outcome | Forward | Delay:
         """The outcome of one record. Never raises, except CancelledError when the record's
@@ -206,6 +222,20 @@ class Caller:
         if request.deadline_passed(self._clock_ms() / 1000):
             return self._ended(request, ResultStatus.EXPIRED, "deadline_passed")
         key = self._limiter.limit_key(request) if self._limiter else request.provider
+        held = self._held_back(source, request, key, resumed)
+        if held is not None:
+            return held
+        if self._limiter is not None:
+            refused = await self._admit(self._limiter, source, request, key, resumed)
+            if refused is not None:
+                return refused
+        return await self._call(source, request, prepared, key, resumed)
+
+    def _held_back(
+        self, source: SourceRecord, request: RequestEvent, key: str, resumed: _Resumed
+    ) -> Outcome | Forward | Delay | None:
+        """What stops a request before it waits for a token: its key's owner is another
+        partition, its retry is over the budget, or its key's breaker is open."""
         if resumed is _FRESH:
             owner = self._owner_of(key) if self._owner_of else None
             if owner is not None and owner != source.partition:
@@ -214,11 +244,11 @@ class Caller:
             held = self._over_retry_budget(source, request, key, resumed)
             if held is not None:
                 return held
-        if self._limiter is not None:
-            refused = await self._admit(self._limiter, source, request, key, resumed)
-            if refused is not None:
-                return refused
-        return await self._call(source, request, prepared, key, resumed)
+        if self._breakers is not None:  # open: no token, no quota, no call
+            open_until = self._breakers.is_open(key)
+            if open_until is not None:
+                return self._circuit_open(source, request, int(open_until * 1000), resumed)
+        return None
 
     async def _admit(
         self,
@@ -265,6 +295,31 @@ class Caller:
         wait_ms = int(verdict.delay_s * 1000)
         return self._delayed(source, request, _BUDGET, wait_ms, resumed.attempts)
 
+    def _circuit_open(
+        self, source: SourceRecord, request: RequestEvent, retry_at_ms: int, resumed: _Resumed
+    ) -> Outcome | Delay:
+        """The key's breaker refuses calls until ``retry_at_ms``: wait durably for it if the
+        request's deadline (or, without one, ``max_wait_s`` from its creation) allows, spread
+        over a second so the backlog does not come back at once; else end ``circuit_open``."""
+        now = self._clock_ms()
+        due = retry_at_ms + random.randrange(1000)
+        deadline = request.deadline_at_ms
+        if deadline is None:
+            deadline = request.created_at_ms + self._max_wait_ms
+        if due < deadline:
+            return self._delayed(source, request, "breaker", due - now, resumed.attempts)
+        return self._dead(
+            source,
+            reason="circuit_open",
+            error="CircuitOpen",
+            message=f"the breaker of {request.provider} refuses calls for "
+            f"{max(0, retry_at_ms - now) / 1000:.1f} s more, past the request's deadline",
+            stage="breaker",
+            request=request,
+            attempts=resumed.attempts,
+            retriable=True,
+        )
+
     def _refusal(self, request: RequestEvent) -> ProviderError | None:
         """Why a request may not be made at all, checked before it spends anything."""
         if request.provider not in self._gateway.provider_names:
@@ -288,6 +343,12 @@ class Caller:
         key: str,
         resumed: _Resumed,
     ) -> Outcome | Delay:
+        probe = False
+        if self._breakers is not None:
+            permitted = self._permit(self._breakers, source, request, key, resumed)
+            if not isinstance(permitted, bool):
+                return permitted
+            probe = permitted
         started_ms = self._clock_ms()
         started = time.perf_counter()
         if self._retries is not None and not resumed.attempts:
@@ -297,18 +358,30 @@ class Caller:
                 self._no_return.mark_passed()  # from here on, a revocation waits for this call
                 reply = await self._gateway.call(request, prepared)
         except ProviderError as exc:
+            duration_s = time.perf_counter() - started
+            if self._breakers is not None:
+                judged = CallResult.FAILURE if isinstance(exc, _BREAKER_FAILURES) else None
+                self._breakers.record(key, judged or CallResult.IGNORED, duration_s, probe=probe)
             if isinstance(exc, RateLimited) and self._limiter is not None:
                 self._limiter.observe_rate_limited(request, source.partition, exc.retry_after_s)
-            attempt = AttemptRecord(
-                attempt=request.attempt,
-                started_at_ms=started_ms,
-                duration_ms=(time.perf_counter() - started) * 1000,
-                http_status=exc.http_status,
-                error_type=type(exc).__name__,
-                error_message=str(exc)[:500],
-                delay_ms=_since_last(resumed.attempts, started_ms),
-            )
+            attempt = _attempt(request, exc, started_ms, duration_s, resumed.attempts)
             return self._failed(source, request, exc, (*resumed.attempts, attempt), key)
+        except BaseException:  # cancelled while waiting for a call slot: free the probe's place
+            if probe and self._breakers is not None:
+                self._breakers.record(key, CallResult.IGNORED, 0.0, probe=True)
+            raise
+        return self._succeeded(source, request, reply, key, probe)
+
+    def _succeeded(
+        self,
+        source: SourceRecord,
+        request: RequestEvent,
+        reply: ProviderReply,
+        key: str,
+        probe: bool,
+    ) -> Outcome:
+        if self._breakers is not None:
+            self._breakers.record(key, CallResult.SUCCESS, reply.latency_s, probe=probe)
         if reply.rate_limits and self._limiter is not None:  # most providers send none
             self._limiter.observe(request, source.partition, reply.rate_limit)
         done = result(
@@ -325,6 +398,25 @@ class Caller:
             cost=reply.cost,
         )
         return Outcome(done, reply_to=request.reply_to)
+
+    def _permit(
+        self,
+        breakers: BreakerBoard,
+        source: SourceRecord,
+        request: RequestEvent,
+        key: str,
+        resumed: _Resumed,
+    ) -> bool | Outcome | Delay:
+        """Whether the call goes as a probe (True) or a plain call (False), or, when the
+        breaker opened while the request waited or is half-open with its probes out, the
+        request's wait or end."""
+        granted = breakers.permit(key)
+        if granted.allowed:
+            return granted.kind is PermitKind.PROBE
+        retry_at_ms = self._clock_ms() + _HALF_OPEN_POLL_MS
+        if granted.retry_at is not None:
+            retry_at_ms = int(granted.retry_at * 1000)
+        return self._circuit_open(source, request, retry_at_ms, resumed)
 
     def _failed(
         self,
@@ -430,3 +522,21 @@ def _since_last(attempts: tuple[AttemptRecord, ...], started_ms: int) -> float:
         return 0.0
     last = attempts[-1]
     return max(0.0, started_ms - last.started_at_ms - last.duration_ms)
+
+
+def _attempt(
+    request: RequestEvent,
+    exc: ProviderError,
+    started_ms: int,
+    duration_s: float,
+    before: tuple[AttemptRecord, ...],
+) -> AttemptRecord:
+    return AttemptRecord(
+        attempt=request.attempt,
+        started_at_ms=started_ms,
+        duration_ms=duration_s * 1000,
+        http_status=exc.http_status,
+        error_type=type(exc).__name__,
+        error_message=str(exc)[:500],
+        delay_ms=_since_last(before, started_ms),
+    )

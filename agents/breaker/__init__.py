@@ -1,0 +1,1 @@
+"""Circuit breakers per provider and operation: a pure window and state machine (issue 21)."""

@@ -1,0 +1,118 @@
+"""Caller with circuit breakers: an open breaker costs no call, no token and no quota; the
+request waits durably for the breaker or ends circuit_open; probes decide the way back."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+
+from agents.breaker.board import BreakerBoard
+from agents.breaker.state import BreakerPolicy
+from agents.provider_caller.caller import Caller
+from providers.errors import BadRequest, ProviderUnavailable, RateLimited
+from schemas.codec import Codecs
+from schemas.models import DeadLetterEvent
+from streams.metrics import Metrics
+from streams.stage.records import Delay, Outcome
+
+from .test_caller import NOW_MS, JsonDecoder
+from .test_caller_retries import Clock, SequenceGateway, ok, record
+
+CODECS = Codecs()
+POLICY = BreakerPolicy(window="count", window_size=4, minimum_calls=4, wait_in_open_s=10.0)
+
+
+def build(gateway: SequenceGateway, clock: Clock) -> tuple[Caller, Metrics]:
+    metrics = Metrics.create(CollectorRegistry())
+    board = BreakerBoard(lambda _key: POLICY, metrics, clock=lambda: clock.ms / 1000)
+    caller = Caller(
+        gateway,
+        JsonDecoder(),
+        clock_ms=clock,
+        delays=CODECS.delayed,
+        encode_request=CODECS.request.encode,
+        breakers=board,
+        max_wait_s=60.0,
+    )
+    return caller, metrics
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+async def trip(caller: Caller, count: int = 4) -> None:
+    """Send ``count`` requests; the gateway answers each as it was told."""
+    for n in range(count):
+        await caller.handle(record(request_id=f"t{n}"))
+
+
+async def test_failures_open_the_breaker_and_the_next_request_waits_for_it_uncalled() -> None:
+    clock = Clock()
+    gateway = SequenceGateway(ProviderUnavailable("HTTP 503", http_status=503))
+    caller, metrics = build(gateway, clock)
+    await trip(caller)
+    assert sample(metrics, "callstream_breaker_state", breaker="fake") == 2  # open
+    assert sample(metrics, "callstream_breaker_transitions_total", breaker="fake", to="open") == 1
+
+    waiting = await caller.handle(record(request_id="w1"))
+    assert isinstance(waiting, Delay) and waiting.kind == "breaker"
+    assert NOW_MS + 10_000 <= waiting.due_ms < NOW_MS + 11_000, "when it half-opens, spread"
+    assert len(gateway.calls) == 4, "no call while open"
+    assert sample(metrics, "callstream_breaker_refusals_total", breaker="fake") == 1
+
+
+async def test_a_request_whose_deadline_comes_first_ends_circuit_open() -> None:
+    clock = Clock()
+    caller, _ = build(SequenceGateway(ProviderUnavailable("HTTP 503", http_status=503)), clock)
+    await trip(caller)
+    outcome = await caller.handle(record(request_id="d1", deadline_at_ms=NOW_MS + 5_000))
+    assert isinstance(outcome, Outcome) and isinstance(outcome.event, DeadLetterEvent)
+    letter = outcome.event
+    assert (letter.reason, letter.stage, letter.retriable) == ("circuit_open", "breaker", True)
+    assert letter.error_type == "CircuitOpen" and "fake" in letter.error_message
+
+
+async def test_after_the_wait_probes_close_it_and_the_waiting_request_goes() -> None:
+    clock = Clock()
+    gateway = SequenceGateway(ProviderUnavailable("HTTP 503", http_status=503))
+    caller, metrics = build(gateway, clock)
+    await trip(caller)
+    waiting = await caller.handle(record(request_id="w1"))
+    assert isinstance(waiting, Delay)
+
+    gateway.answers = [ok()]  # the provider is back
+    clock.ms = waiting.due_ms
+    outcomes = [await caller.resume(3, waiting.payload)]
+    outcomes += [await caller.handle(record(request_id=f"p{n}")) for n in range(3)]
+    assert all(isinstance(o, Outcome) and o.event.status == "ok" for o in outcomes)  # type: ignore[union-attr]
+    assert sample(metrics, "callstream_breaker_state", breaker="fake") == 0  # closed
+    transitions = [
+        sample(metrics, "callstream_breaker_transitions_total", breaker="fake", to=mode)
+        for mode in ("open", "half_open", "closed")
+    ]
+    assert transitions == [1, 1, 1]
+
+
+async def test_half_open_lets_only_its_probes_through() -> None:
+    clock = Clock()
+    gateway = SequenceGateway(ProviderUnavailable("HTTP 503", http_status=503))
+    caller, metrics = build(gateway, clock)
+    await trip(caller)
+    clock.ms += 10_000
+    # Probes that never report (calls in flight) hold the half-open slots.
+    board_permit = [caller._breakers.permit("fake") for _ in range(3)]  # type: ignore[union-attr]
+    assert all(p.allowed for p in board_permit)
+    refused = await caller.handle(record(request_id="late"))
+    assert isinstance(refused, Delay) and refused.kind == "breaker"
+    assert refused.due_ms >= clock.ms + 1000, "asks again a second later"
+    assert sample(metrics, "callstream_breaker_refusals_total", breaker="fake") == 1
+
+
+async def test_a_callers_4xx_and_the_providers_429_do_not_count() -> None:
+    clock = Clock()
+    for error in (BadRequest("bad", http_status=400), RateLimited("slow down")):
+        gateway = SequenceGateway(error)
+        caller, metrics = build(gateway, clock)
+        await trip(caller, count=8)
+        assert len(gateway.calls) == 8, f"{type(error).__name__} opened the breaker"
+        assert sample(metrics, "callstream_breaker_state", breaker="fake") == 0
