@@ -57,6 +57,7 @@ __all__ = [
     "from_bytes",
     "permit",
     "record",
+    "record_successes",
     "snapshot",
     "to_bytes",
     "transition",
@@ -248,6 +249,25 @@ def record(
     c = counts(window, now=now, size=size)
     if c.calls >= policy.minimum_calls and _tripped(c, policy):
         return BreakerState("open", empty(policy.window), now)
+    return state._replace(window=window)
+
+
+def record_successes(
+    state: BreakerState, count: int, *, at: float, policy: BreakerPolicy
+) -> BreakerState:
+    """``count`` successful calls, none slow, that finished in the second of ``at``, counted at
+    once: what ``record`` would make of them one by one while closed (successes never open a
+    breaker), for a caller that tallies them on its hot path. Dropped unless closed."""
+    if state.mode != "closed" or count <= 0:
+        return state
+    window = add(
+        for_kind(state.window, policy.window),
+        failed=False,
+        slow=False,
+        now=at,
+        size=policy.window_size,
+        calls=count,
+    )
     return state._replace(window=window)
 
 

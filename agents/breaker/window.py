@@ -110,16 +110,21 @@ def for_kind(window: Window, kind: WindowKind) -> Window:
     return window if isinstance(window, CountWindow) == (kind == "count") else empty(kind)
 
 
-def add(window: Window, *, failed: bool, slow: bool, now: float, size: int) -> Window:
-    """The window with one more call that finished at `now`."""
+def add(
+    window: Window, *, failed: bool, slow: bool, now: float, size: int, calls: int = 1
+) -> Window:
+    """The window with ``calls`` more calls (all alike) that finished at `now`."""
     if isinstance(window, CountWindow):
         mask = (1 << size) - 1
+        shift = min(calls, size)
+        ones = (1 << shift) - 1
         return CountWindow(
-            min(window.calls + 1, size),
-            ((window.failure_bits << 1) | failed) & mask,
-            ((window.slow_bits << 1) | slow) & mask,
+            min(window.calls + calls, size),
+            ((window.failure_bits << shift) | (ones if failed else 0)) & mask,
+            ((window.slow_bits << shift) | (ones if slow else 0)) & mask,
         )
-    one, second = Counts(1, int(failed), int(slow)), math.floor(now)
+    one = Counts(calls, calls if failed else 0, calls if slow else 0)
+    second = math.floor(now)
     live = _live(window, second, size)
     buckets = live.buckets
     if buckets and buckets[-1].second >= second:
