@@ -90,6 +90,9 @@ class OperationSpec(_Frozen):
     # This operation's own retry limits (None: the worker's [retry] settings).
     max_attempts: int | None = Field(default=None, ge=1, le=100)
     retry_time_budget_s: float | None = Field(default=None, gt=0)
+    # This operation's own bulkhead: calls of it at once on one worker (None: it shares its
+    # provider's).
+    max_concurrent_calls: int | None = Field(default=None, ge=1)
 
     @field_validator("query_params", "path_params", mode="before")
     @classmethod

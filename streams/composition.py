@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import faust
@@ -19,6 +19,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from agents.breaker.board import BreakerBoard
 from agents.breaker.state import BreakerPolicy
+from agents.provider_caller.bulkhead import Bulkheads
 from agents.provider_caller.caller import Caller
 from agents.provider_caller.gateway import HttpGateway
 from agents.provider_caller.tenancy import TenantGate, TenantTable
@@ -180,6 +181,7 @@ async def compose(settings: Settings) -> Worker:
         quota_jitter_ms=int(settings.limiter.jitter_s * 1000),
         breakers=breaker_board(settings.breaker, metrics),
         max_wait_s=settings.limiter.default_max_wait_s,
+        bulkheads=Bulkheads(bulkhead_sizes(settings, providers), metrics),
     )
     publisher = OutcomePublisher(
         producer,
@@ -329,6 +331,28 @@ def quota_changelog(settings: Settings) -> str:
 # delays plus those still waiting, not a week of tombstones (measured: `callstream bench delays`
 # replayed 15,000 records for 5,000 delays waiting).
 DELAYS_CHANGELOG_CONFIGS = {"segment.ms": "3600000", "delete.retention.ms": "3600000"}
+
+
+def bulkhead_sizes(
+    settings: Settings, providers: Mapping[str, Provider]
+) -> Callable[[str, str], tuple[str, int]]:
+    """The bulkhead of a call: its operation's own when declared, else its provider's
+    (``[providers.NAME] max_concurrent_calls``, else ``caller.max_in_flight_per_provider``,
+    else half of ``caller.max_in_flight``)."""
+    default = settings.caller.max_in_flight_per_provider or max(
+        1, settings.caller.max_in_flight // 2
+    )
+
+    def bulkhead_for(provider: str, operation: str) -> tuple[str, int]:
+        found = providers.get(provider)
+        spec = found.spec.operations.get(operation) if found is not None else None
+        if spec is not None and spec.max_concurrent_calls is not None:
+            return f"{provider}.{operation}", spec.max_concurrent_calls
+        override = settings.providers.get(provider)
+        size = override.max_concurrent_calls if override is not None else None
+        return provider, size or default
+
+    return bulkhead_for
 
 
 def breaker_board(settings: BreakerSettings, metrics: Metrics) -> BreakerBoard | None:

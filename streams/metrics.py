@@ -71,6 +71,7 @@ class Metrics:
     breaker_state: Gauge
     breaker_transitions: Counter
     breaker_refusals: Counter
+    bulkhead_waits: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -233,6 +234,13 @@ class Metrics:
                 "callstream_breaker_refusals",
                 "Calls a circuit breaker refused (the request waits, or ends circuit_open).",
                 ["breaker"],
+                registry=registry,
+            ),
+            bulkhead_waits=Counter(
+                "callstream_bulkhead_waits",
+                "Calls that waited for their bulkhead (the provider's, or the operation's, "
+                "concurrent calls were at their maximum).",
+                ["bulkhead"],
                 registry=registry,
             ),
         )

@@ -92,6 +92,9 @@ class CallerSettings(_Section):
 
     # Provider calls running at once, per worker.
     max_in_flight: int = Field(default=512, ge=1)
+    # Each provider's bulkhead unless it sets its own (max_concurrent_calls): a provider whose
+    # latency balloons holds at most this many of the max_in_flight calls. None: half of them.
+    max_in_flight_per_provider: int | None = Field(default=None, ge=1)
     # Requests read and not finished yet (waiting for tokens, or calling), per worker, shared
     # equally among the partitions it owns, each share at most max_pending_per_partition. A
     # partition that fills its share is paused (consumer.pause), never the fetch loop: a slow
@@ -140,6 +143,8 @@ class ProviderSettings(_Section):
     # Split the limit into this many shards (rate/N, burst/N each) on different partitions,
     # when one worker cannot serve the whole quota.
     shards: int = Field(default=1, ge=1, le=1024)
+    # Its bulkhead: calls to it at once on one worker (None: caller.max_in_flight_per_provider).
+    max_concurrent_calls: int | None = Field(default=None, ge=1)
 
 
 class QuotaRule(_Section):

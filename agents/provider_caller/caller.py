@@ -21,6 +21,7 @@ from typing import NamedTuple, Protocol
 from agents.breaker.board import BreakerBoard
 from agents.breaker.state import CallResult, PermitKind
 from agents.outcomes import dead_letter, result
+from agents.provider_caller.bulkhead import Bulkheads
 from agents.provider_caller.tenancy import TenantGate
 from agents.rate_limiter.limiter import Admission, Limiter
 from agents.retry.planner import GiveUp, RetryPlanner
@@ -111,6 +112,7 @@ class Caller:
         quota_jitter_ms: int = 50,
         breakers: BreakerBoard | None = None,
         max_wait_s: float = 300.0,
+        bulkheads: Bulkheads | None = None,
     ) -> None:
         """Args:
         gateway: calls providers.
@@ -133,6 +135,7 @@ class Caller:
         quota_jitter_ms: spread of the requests queued for one quota window over its start.
         breakers: circuit breakers by limit key (None: no breaker).
         max_wait_s: how long a request without a deadline may wait for an open breaker.
+        bulkheads: calls at once per provider or operation (None: only ``max_in_flight``).
         """
         self._gateway = gateway
         self._decoder = decoder
@@ -150,6 +153,7 @@ class Caller:
         self._quota_jitter_ms = quota_jitter_ms
         self._breakers = breakers
         self._max_wait_ms = int(max_wait_s * 1000)
+        self._bulkheads = bulkheads
 
     async def handle(self, source: SourceRecord) -> Outcome | Forward | Delay:
         """The outcome of one record. Never raises, except CancelledError when the record's
@@ -354,9 +358,7 @@ class Caller:
         if self._retries is not None and not resumed.attempts:
             self._retries.first_call(key)  # the retry budget grows with first calls
         try:
-            async with self._call_slots:
-                self._no_return.mark_passed()  # from here on, a revocation waits for this call
-                reply = await self._gateway.call(request, prepared)
+            reply = await self._send(request, prepared)
         except ProviderError as exc:
             duration_s = time.perf_counter() - started
             if self._breakers is not None:
@@ -398,6 +400,16 @@ class Caller:
             cost=reply.cost,
         )
         return Outcome(done, reply_to=request.reply_to)
+
+    async def _send(self, request: RequestEvent, prepared: PreparedRequest) -> ProviderReply:
+        """Take the provider's bulkhead, then a call slot, and call: the point of no return."""
+        if self._bulkheads is None:
+            async with self._call_slots:
+                self._no_return.mark_passed()  # from here on, a revocation waits for this call
+                return await self._gateway.call(request, prepared)
+        async with self._bulkheads.slot(request.provider, request.operation), self._call_slots:
+            self._no_return.mark_passed()
+            return await self._gateway.call(request, prepared)
 
     def _permit(
         self,
