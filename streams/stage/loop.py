@@ -206,19 +206,18 @@ class StageLoop:
         delays = self._delays
         while not self._stopping:
             self._delay_wake.clear()
+            if not self._settled.is_set():
+                await self._settled.wait()  # a handover: nothing fires until it is over
+                continue
             now_ms = time.time_ns() // 1_000_000
-            deferred = False
-            if self._settled.is_set():
-                room = self._room_by_partition()
-                for due in delays.take_due(now_ms, room):
-                    self._start_delayed(due, now_ms)
-                deferred = any(left <= 0 for left in room.values())
+            for due in delays.take_due(now_ms, self._room_by_partition()):
+                self._start_delayed(due, now_ms)
             next_due = delays.next_due_ms()
             timeout = _DELAY_POLL_S
             if next_due is not None:
-                timeout = min(timeout, max(0.0, (next_due - now_ms) / 1000))
-                if deferred and next_due <= now_ms:
-                    timeout = _NO_ROOM_RETRY_S
+                # Still due now: its partition has no room yet; look again shortly.
+                wait_s = (next_due - now_ms) / 1000
+                timeout = min(timeout, wait_s if wait_s > 0 else _NO_ROOM_RETRY_S)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._delay_wake.wait(), timeout)
 
