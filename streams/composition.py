@@ -41,7 +41,6 @@ from streams.logs import quiet
 from streams.metrics import Metrics
 from streams.routing import PartitionRouter, RouterRefresh
 from streams.settings import (
-    BreakerSettings,
     LimiterSettings,
     ProviderSettings,
     Settings,
@@ -52,6 +51,7 @@ from streams.stage.host import StageHost
 from streams.stage.loop import PartitionListener, StageLoop
 from streams.stage.no_return import PointOfNoReturn
 from streams.stage.publisher import OutcomePublisher
+from streams.state.broadcast import Broadcast
 from streams.state.table import ChangelogTable
 from streams.state.topic import ensure_changelog_topic
 from streams.topics import check_copartitioned, ensure_topics, pipeline_topics, tenant_topics
@@ -127,16 +127,16 @@ async def compose(settings: Settings) -> Worker:
     warn_exposure(providers, deny_private_networks=settings.deny_private_networks)
     if not providers:
         raise ConfigurationError("no provider is active: configure at least one provider")
-    changelogs = {delays_changelog(settings): DELAYS_CHANGELOG_CONFIGS}
+    changelogs = {
+        delays_changelog(settings): (settings.topics.partitions, DELAYS_CHANGELOG_CONFIGS)
+    }
     if settings.limiter.enabled:
-        changelogs[quota_changelog(settings)] = {}
-    for changelog, configs in changelogs.items():
+        changelogs[quota_changelog(settings)] = (settings.topics.partitions, {})
+    if settings.breaker.enabled:  # every worker reads it whole: one partition
+        changelogs[breakers_topic(settings)] = (1, {})
+    for changelog, (partitions, configs) in changelogs.items():
         await ensure_changelog_topic(
-            settings.kafka,
-            changelog,
-            settings.topics.partitions,
-            settings.topics.replication_factor,
-            configs,
+            settings.kafka, changelog, partitions, settings.topics.replication_factor, configs
         )
     # Every check is behind us: from here on nothing fails, so no client is left unclosed.
     producer = AIOKafkaProducer(
@@ -157,6 +157,7 @@ async def compose(settings: Settings) -> Worker:
         limiter = Limiter(book, quotas, metrics, caps=wait_caps(settings))
         listeners.append(LimiterPartitions(limiter, quotas))
     gateway = HttpGateway(providers, client, metrics)
+    breakers, broadcast = breaker_board(settings, metrics, producer)
     delays = DelayLine(delay_table(settings, producer))
 
     def delay_gauge() -> None:
@@ -179,7 +180,7 @@ async def compose(settings: Settings) -> Worker:
         delays=codecs.delayed,
         encode_request=codecs.request.encode,
         quota_jitter_ms=int(settings.limiter.jitter_s * 1000),
-        breakers=breaker_board(settings.breaker, metrics),
+        breakers=breakers,
         max_wait_s=settings.limiter.default_max_wait_s,
         bulkheads=Bulkheads(bulkhead_sizes(settings, providers), metrics),
     )
@@ -212,6 +213,7 @@ async def compose(settings: Settings) -> Worker:
         topics=[settings.topics.requests, *bound_topics],
         gauges=[delay_gauge, *([limiter.update_gauges] if limiter else [])],
         closers=[gateway.close],
+        background=[broadcast.follow] if broadcast else [],
     )
     app = create_app(settings, metrics)
     app.health_probe = host.health
@@ -355,12 +357,34 @@ def bulkhead_sizes(
     return bulkhead_for
 
 
-def breaker_board(settings: BreakerSettings, metrics: Metrics) -> BreakerBoard | None:
-    """One breaker per limit key, all with the ``[breaker]`` policy; None when disabled."""
-    if not settings.enabled:
-        return None
-    policy = BreakerPolicy(**settings.model_dump(exclude={"enabled"}))
-    return BreakerBoard(lambda _key: policy, metrics)
+def breaker_board(
+    settings: Settings, metrics: Metrics, producer: AIOKafkaProducer
+) -> tuple[BreakerBoard | None, Broadcast | None]:
+    """One breaker per provider, all with the ``[breaker]`` policy, sharing their changes of
+    mode on the breakers topic (agents/breaker/board.py); (None, None) when disabled."""
+    if not settings.breaker.enabled:
+        return None, None
+    policy = BreakerPolicy(**settings.breaker.model_dump(exclude={"enabled"}))
+    board: BreakerBoard | None = None
+
+    def adopt(key: bytes, value: bytes) -> None:
+        if board is not None:
+            board.adopt(key.decode(errors="replace"), value)
+
+    broadcast = Broadcast(
+        breakers_topic(settings), kafka=settings.kafka, producer=producer, apply=adopt
+    )
+    board = BreakerBoard(
+        lambda _key: policy,
+        metrics,
+        on_transition=lambda key, raw: broadcast.publish_soon(key.encode(), raw),
+    )
+    return board, broadcast
+
+
+def breakers_topic(settings: Settings) -> str:
+    """Every breaker's last change of mode, keyed by provider (compacted, one partition)."""
+    return f"{settings.app_id}.breakers.v1"
 
 
 def delays_changelog(settings: Settings) -> str:

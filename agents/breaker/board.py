@@ -1,9 +1,11 @@
-"""The breakers of a worker: one per limit key it serves, or per operation that declares its own.
+"""The breakers of a worker: one per provider it calls.
 
 The pure core (``state.py``) decides; this keeps each breaker's state, reads the clock, and
-makes every change of mode a log line and a metric. A breaker belongs to the partition that
-owns its limit key (issue 21): the owner of a key sees every call to it, so one state is right
-for every request of the key.
+makes every change of mode a log line and a metric. Every worker counts its own calls (the
+owners of a provider's shards each see theirs) and publishes each change of mode it decides
+(``on_transition``: the worker broadcasts it on a compacted topic); every worker adopts the
+changes published (``adopt``), so when one owner opens a provider's breaker all owners refuse
+its calls, and a partition's new owner finds the breaker as the old one left it.
 
 The common case costs a few dictionary lookups per call: a closed breaker permits without
 asking the core, and while its window holds no failed or slow call (so no success can open
@@ -23,12 +25,16 @@ from agents.breaker.state import (
     BreakerPolicy,
     BreakerState,
     CallResult,
+    InvalidBreakerState,
     Permit,
     PermitKind,
+    after_handover,
+    from_bytes,
     permit,
     record,
     record_successes,
     snapshot,
+    to_bytes,
 )
 from agents.breaker.window import counts, for_kind
 from streams.metrics import Metrics
@@ -36,6 +42,8 @@ from streams.metrics import Metrics
 log = logging.getLogger(__name__)
 
 _MODE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
+# The way back from one opening: a state further on it is news.
+_PROGRESS = {"open": 0, "half_open": 1, "closed": 2}
 _CALL = Permit(PermitKind.CALL)
 
 
@@ -49,9 +57,12 @@ class BreakerBoard:
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.time,
+        on_transition: Callable[[str, bytes], None] | None = None,
     ) -> None:
         """Args:
         policy_for: the policy of a breaker key (memoized by the caller's composition).
+        on_transition: told each change of mode this board decides, with the new state
+            (``to_bytes``), to share it; not told what it adopts.
         """
         self._policy_for = policy_for
         self._metrics = metrics
@@ -63,6 +74,7 @@ class BreakerBoard:
         # Closed keys whose window held no failed or slow call when last recorded: a success
         # cannot open them, so successes may be tallied.
         self._clean: set[str] = set()
+        self._on_transition = on_transition
 
     def permit(self, key: str) -> Permit:
         """Whether a call of ``key`` may go now (a CALL, or one of the half-open PROBEs);
@@ -134,6 +146,29 @@ class BreakerBoard:
         self._states[key] = after
         return after
 
+    def adopt(self, key: str, raw: bytes) -> None:
+        """A state another board (or this one) published for ``key``: taken when it is news,
+        a later opening, or the same opening further on its way back (open, then half-open,
+        then closed). Probes it had let through are not ours: they are forgotten."""
+        try:
+            remote = after_handover(from_bytes(raw))
+        except InvalidBreakerState as exc:
+            log.warning("breaker %s: ignoring a published state: %s", key, exc)
+            return
+        state, _ = self._state(key)
+        newer = remote.opened_at > state.opened_at or (
+            remote.opened_at == state.opened_at and _PROGRESS[remote.mode] > _PROGRESS[state.mode]
+        )
+        if not newer:
+            return  # our own echo, or older news
+        self._tallies.pop(key, None)
+        self._clean.discard(key)
+        if remote.mode == "closed":
+            remote = remote._replace(
+                window=state.window if state.mode == "closed" else remote.window
+            )
+        self._set(key, state, remote, publish=False)
+
     def snapshots(self) -> Iterator[tuple[str, dict[str, object]]]:
         """Every breaker as an operator sees it now."""
         now = self._clock()
@@ -155,7 +190,9 @@ class BreakerBoard:
             policy = self._policies[key] = self._policy_for(key)
         return policy
 
-    def _set(self, key: str, before: BreakerState, after: BreakerState) -> None:
+    def _set(
+        self, key: str, before: BreakerState, after: BreakerState, *, publish: bool = True
+    ) -> None:
         if after is before:
             return
         self._states[key] = after
@@ -163,4 +200,7 @@ class BreakerBoard:
             self._metrics.breaker_transitions.labels(key, after.mode).inc()
             self._metrics.breaker_state.labels(key).set(_MODE_VALUE[after.mode])
             level = logging.WARNING if after.mode == "open" else logging.INFO
-            log.log(level, "breaker %s: %s -> %s", key, before.mode, after.mode)
+            how = "decided" if publish else "adopted"
+            log.log(level, "breaker %s: %s -> %s (%s)", key, before.mode, after.mode, how)
+            if publish and self._on_transition is not None:
+                self._on_transition(key, to_bytes(after))

@@ -249,7 +249,7 @@ class Caller:
             if held is not None:
                 return held
         if self._breakers is not None:  # open: no token, no quota, no call
-            open_until = self._breakers.is_open(key)
+            open_until = self._breakers.is_open(request.provider)
             if open_until is not None:
                 return self._circuit_open(source, request, int(open_until * 1000), resumed)
         return None
@@ -349,7 +349,7 @@ class Caller:
     ) -> Outcome | Delay:
         probe = False
         if self._breakers is not None:
-            permitted = self._permit(self._breakers, source, request, key, resumed)
+            permitted = self._permit(self._breakers, source, request, resumed)
             if not isinstance(permitted, bool):
                 return permitted
             probe = permitted
@@ -363,27 +363,31 @@ class Caller:
             duration_s = time.perf_counter() - started
             if self._breakers is not None:
                 judged = CallResult.FAILURE if isinstance(exc, _BREAKER_FAILURES) else None
-                self._breakers.record(key, judged or CallResult.IGNORED, duration_s, probe=probe)
+                breaker = request.provider
+                self._breakers.record(
+                    breaker, judged or CallResult.IGNORED, duration_s, probe=probe
+                )
             if isinstance(exc, RateLimited) and self._limiter is not None:
                 self._limiter.observe_rate_limited(request, source.partition, exc.retry_after_s)
             attempt = _attempt(request, exc, started_ms, duration_s, resumed.attempts)
             return self._failed(source, request, exc, (*resumed.attempts, attempt), key)
         except BaseException:  # cancelled while waiting for a call slot: free the probe's place
             if probe and self._breakers is not None:
-                self._breakers.record(key, CallResult.IGNORED, 0.0, probe=True)
+                self._breakers.record(request.provider, CallResult.IGNORED, 0.0, probe=True)
             raise
-        return self._succeeded(source, request, reply, key, probe)
+        return self._succeeded(source, request, reply, probe)
 
     def _succeeded(
         self,
         source: SourceRecord,
         request: RequestEvent,
         reply: ProviderReply,
-        key: str,
         probe: bool,
     ) -> Outcome:
         if self._breakers is not None:
-            self._breakers.record(key, CallResult.SUCCESS, reply.latency_s, probe=probe)
+            self._breakers.record(
+                request.provider, CallResult.SUCCESS, reply.latency_s, probe=probe
+            )
         if reply.rate_limits and self._limiter is not None:  # most providers send none
             self._limiter.observe(request, source.partition, reply.rate_limit)
         done = result(
@@ -416,13 +420,12 @@ class Caller:
         breakers: BreakerBoard,
         source: SourceRecord,
         request: RequestEvent,
-        key: str,
         resumed: _Resumed,
     ) -> bool | Outcome | Delay:
         """Whether the call goes as a probe (True) or a plain call (False), or, when the
         breaker opened while the request waited or is half-open with its probes out, the
         request's wait or end."""
-        granted = breakers.permit(key)
+        granted = breakers.permit(request.provider)
         if granted.allowed:
             return granted.kind is PermitKind.PROBE
         retry_at_ms = self._clock_ms() + _HALF_OPEN_POLL_MS

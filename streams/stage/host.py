@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import mode
@@ -34,6 +36,7 @@ class StageHost(mode.Service):
         topics: Sequence[str],
         gauges: Sequence[Callable[[], None]] = (),
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
+        background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
         **kwargs: Any,
     ) -> None:
         """Args:
@@ -43,6 +46,7 @@ class StageHost(mode.Service):
         loop: the consumer loop over ``consumer``.
         gauges: refreshed every ``GAUGE_REFRESH_S`` for /metrics.
         closers: awaited after the clients stop (HTTP sessions, stores).
+        background: tasks run from the start until the stop (a broadcast's follower).
         """
         super().__init__(**kwargs)
         self.stage_name = name
@@ -52,6 +56,8 @@ class StageHost(mode.Service):
         self._topics = list(topics)
         self._gauges = gauges
         self._closers = closers
+        self._background = background
+        self._running: list[asyncio.Task[None]] = []
         self._clients_started = False
 
     async def on_start(self) -> None:
@@ -59,6 +65,7 @@ class StageHost(mode.Service):
         self._consumer.subscribe(self._topics, listener=self._stage_loop.rebalance_listener())
         await self._consumer.start()
         self._clients_started = True
+        self._running = [asyncio.create_task(run()) for run in self._background]
         log.info("stage %s consuming %s", self.stage_name, ", ".join(self._topics))
 
     @mode.Service.task
@@ -82,6 +89,10 @@ class StageHost(mode.Service):
     async def on_stop(self) -> None:
         # Finish and commit what is in flight before leaving the group, so the next owner of
         # these partitions starts after them instead of calling the providers again.
+        for task in self._running:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         if self._clients_started:
             await self._stage_loop.stop()
         await self._consumer.stop()
