@@ -61,6 +61,21 @@ class BodySpec(_Frozen):
         return tuple(v.strip().lower() for v in value)
 
 
+class StaticAnswer(_Frozen):
+    """A fixed answer given instead of the provider's (a fallback)."""
+
+    status: int = Field(default=200, ge=200, le=299)
+    body: str = ""
+    content_type: str = "application/json"
+
+
+class FallbackSpec(_Frozen):
+    """One way to answer when the provider cannot (its breaker is open, or its retries gave
+    up): today a static answer; an alternate provider and a stale cached answer are next."""
+
+    static: StaticAnswer
+
+
 class CostSpec(_Frozen):
     """Price of one call, plus units read from the JSON response times their unit price."""
 
@@ -93,6 +108,9 @@ class OperationSpec(_Frozen):
     # This operation's own bulkhead: calls of it at once on one worker (None: it shares its
     # provider's).
     max_concurrent_calls: int | None = Field(default=None, ge=1)
+    # Tried in order when the provider cannot answer (breaker open, retries given up): the
+    # result is then `fallback`, naming what answered and keeping the provider's failure.
+    fallbacks: tuple[FallbackSpec, ...] = ()
 
     @field_validator("query_params", "path_params", mode="before")
     @classmethod

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from agents.breaker.board import BreakerBoard
-from agents.breaker.state import BreakerPolicy
+from agents.breaker.state import BreakerPolicy, from_bytes, snapshot
 from agents.provider_caller.bulkhead import Bulkheads
 from agents.provider_caller.caller import Caller
 from agents.provider_caller.gateway import HttpGateway
@@ -28,6 +28,7 @@ from agents.rate_limiter.limiter import Limiter, WaitCaps
 from agents.rate_limiter.partitions import LimiterPartitions
 from agents.retry.planner import RetryPlanner
 from providers.base import Provider
+from providers.declaration import StaticAnswer
 from providers.errors import UnknownProvider
 from providers.http import ClientConfig, ProviderClient
 from providers.registry import ProviderRegistry
@@ -183,6 +184,7 @@ async def compose(settings: Settings) -> Worker:
         breakers=breakers,
         max_wait_s=settings.limiter.default_max_wait_s,
         bulkheads=Bulkheads(bulkhead_sizes(settings, providers), metrics),
+        fallback_for=static_fallbacks(providers),
     )
     publisher = OutcomePublisher(
         producer,
@@ -335,6 +337,17 @@ def quota_changelog(settings: Settings) -> str:
 DELAYS_CHANGELOG_CONFIGS = {"segment.ms": "3600000", "delete.retention.ms": "3600000"}
 
 
+def static_fallbacks(
+    providers: Mapping[str, Provider],
+) -> Callable[[str, str], StaticAnswer | None]:
+    """Each operation's first declared fallback answer, looked up once per operation."""
+    answers: dict[tuple[str, str], StaticAnswer | None] = {}
+    for name, provider in providers.items():
+        for operation, spec in provider.spec.operations.items():
+            answers[name, operation] = spec.fallbacks[0].static if spec.fallbacks else None
+    return lambda provider, operation: answers.get((provider, operation))
+
+
 def bulkhead_sizes(
     settings: Settings, providers: Mapping[str, Provider]
 ) -> Callable[[str, str], tuple[str, int]]:
@@ -385,6 +398,18 @@ def breaker_board(
 def breakers_topic(settings: Settings) -> str:
     """Every breaker's last change of mode, keyed by provider (compacted, one partition)."""
     return f"{settings.app_id}.breakers.v1"
+
+
+def breaker_report(settings: Settings, raw: bytes, *, now: float) -> dict[str, Any]:
+    """One value of the breakers topic as `callstream breakers` shows it: its snapshot at
+    ``now`` under the ``[breaker]`` policy, and ``opened_at`` (epoch seconds; -inf: never).
+
+    Raises:
+        ValueError: ``raw`` is not a breaker state.
+    """
+    policy = BreakerPolicy(**settings.breaker.model_dump(exclude={"enabled"}))
+    state = from_bytes(raw)
+    return {**snapshot(state, now=now, policy=policy), "opened_at": state.opened_at}
 
 
 def delays_changelog(settings: Settings) -> str:

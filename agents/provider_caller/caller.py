@@ -26,6 +26,7 @@ from agents.provider_caller.tenancy import TenantGate
 from agents.rate_limiter.limiter import Admission, Limiter
 from agents.retry.planner import GiveUp, RetryPlanner
 from providers.auth.request import PreparedRequest
+from providers.declaration import StaticAnswer
 from providers.errors import (
     EventTooLarge,
     InvalidResponse,
@@ -113,6 +114,7 @@ class Caller:
         breakers: BreakerBoard | None = None,
         max_wait_s: float = 300.0,
         bulkheads: Bulkheads | None = None,
+        fallback_for: Callable[[str, str], StaticAnswer | None] | None = None,
     ) -> None:
         """Args:
         gateway: calls providers.
@@ -136,6 +138,7 @@ class Caller:
         breakers: circuit breakers by limit key (None: no breaker).
         max_wait_s: how long a request without a deadline may wait for an open breaker.
         bulkheads: calls at once per provider or operation (None: only ``max_in_flight``).
+        fallback_for: an operation's first declared fallback answer (None: no fallbacks).
         """
         self._gateway = gateway
         self._decoder = decoder
@@ -154,6 +157,7 @@ class Caller:
         self._breakers = breakers
         self._max_wait_ms = int(max_wait_s * 1000)
         self._bulkheads = bulkheads
+        self._fallback_for = fallback_for
 
     async def handle(self, source: SourceRecord) -> Outcome | Forward | Delay:
         """The outcome of one record. Never raises, except CancelledError when the record's
@@ -286,6 +290,10 @@ class Caller:
             return None
         if isinstance(verdict, GiveUp):
             last = resumed.attempts[-1]
+            why = f"{verdict.detail}; last failure: {last.error_message}"
+            answered = self._fallback(request, verdict.reason, last.error_type or "", why)
+            if answered is not None:
+                return answered
             return self._dead(
                 source,
                 reason=verdict.reason,
@@ -306,6 +314,11 @@ class Caller:
         request's deadline (or, without one, ``max_wait_s`` from its creation) allows, spread
         over a second so the backlog does not come back at once; else end ``circuit_open``."""
         now = self._clock_ms()
+        waited = f"the breaker of {request.provider} refuses calls for "
+        waited += f"{max(0, retry_at_ms - now) / 1000:.1f} s more"
+        answered = self._fallback(request, "circuit_open", "CircuitOpen", waited)
+        if answered is not None:
+            return answered
         due = retry_at_ms + random.randrange(1000)
         deadline = request.deadline_at_ms
         if deadline is None:
@@ -316,13 +329,37 @@ class Caller:
             source,
             reason="circuit_open",
             error="CircuitOpen",
-            message=f"the breaker of {request.provider} refuses calls for "
-            f"{max(0, retry_at_ms - now) / 1000:.1f} s more, past the request's deadline",
+            message=f"{waited}, past the request's deadline",
             stage="breaker",
             request=request,
             attempts=resumed.attempts,
             retriable=True,
         )
+
+    def _fallback(
+        self, request: RequestEvent, reason: str, error_type: str, message: str
+    ) -> Outcome | None:
+        """The operation's fallback answer, when it declares one: a ``fallback`` result that
+        names what answered and keeps why the provider could not."""
+        if self._fallback_for is None:
+            return None
+        answer = self._fallback_for(request.provider, request.operation)
+        if answer is None:
+            return None
+        done = result(
+            request,
+            ResultStatus.FALLBACK,
+            now_ms=self._clock_ms(),
+            attempts=request.attempt,
+            provider_used="static",
+            http_status=answer.status,
+            body=answer.body.encode(),
+            content_type=answer.content_type,
+            reason=reason,
+            error_type=error_type,
+            error_message=message[:500],
+        )
+        return Outcome(done, reply_to=request.reply_to)
 
     def _refusal(self, request: RequestEvent) -> ProviderError | None:
         """Why a request may not be made at all, checked before it spends anything."""
@@ -453,6 +490,10 @@ class Caller:
         if self._retries is not None:
             plan = self._retries.plan(request, exc, attempts, key)
             if isinstance(plan, GiveUp):
+                why = f"{plan.detail}; last failure: {exc.reason}: {exc}"
+                answered = self._fallback(request, plan.reason, type(exc).__name__, why)
+                if answered is not None:
+                    return answered
                 return self._dead(
                     source,
                     reason=plan.reason,

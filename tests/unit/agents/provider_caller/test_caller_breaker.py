@@ -8,20 +8,23 @@ from prometheus_client import CollectorRegistry
 from agents.breaker.board import BreakerBoard
 from agents.breaker.state import BreakerPolicy
 from agents.provider_caller.caller import Caller
+from agents.retry.planner import RetryPlanner
+from providers.declaration import StaticAnswer
 from providers.errors import BadRequest, ProviderUnavailable, RateLimited
 from schemas.codec import Codecs
-from schemas.models import DeadLetterEvent
+from schemas.models import DeadLetterEvent, ResultEvent
 from streams.metrics import Metrics
+from streams.settings import RetrySettings
 from streams.stage.records import Delay, Outcome
 
 from .test_caller import NOW_MS, JsonDecoder
-from .test_caller_retries import Clock, SequenceGateway, ok, record
+from .test_caller_retries import PROVIDERS, Clock, SequenceGateway, ok, record
 
 CODECS = Codecs()
 POLICY = BreakerPolicy(window="count", window_size=4, minimum_calls=4, wait_in_open_s=10.0)
 
 
-def build(gateway: SequenceGateway, clock: Clock) -> tuple[Caller, Metrics]:
+def build(gateway: SequenceGateway, clock: Clock, **options: object) -> tuple[Caller, Metrics]:
     metrics = Metrics.create(CollectorRegistry())
     board = BreakerBoard(lambda _key: POLICY, metrics, clock=lambda: clock.ms / 1000)
     caller = Caller(
@@ -32,6 +35,7 @@ def build(gateway: SequenceGateway, clock: Clock) -> tuple[Caller, Metrics]:
         encode_request=CODECS.request.encode,
         breakers=board,
         max_wait_s=60.0,
+        **options,  # type: ignore[arg-type]
     )
     return caller, metrics
 
@@ -116,3 +120,45 @@ async def test_a_callers_4xx_and_the_providers_429_do_not_count() -> None:
         await trip(caller, count=8)
         assert len(gateway.calls) == 8, f"{type(error).__name__} opened the breaker"
         assert sample(metrics, "callstream_breaker_state", breaker="fake") == 0
+
+
+async def test_an_operation_with_a_fallback_is_answered_by_it_while_open() -> None:
+    clock = Clock()
+    gateway = SequenceGateway(ProviderUnavailable("HTTP 503", http_status=503))
+    answer = StaticAnswer(body='{"temperature": null}')
+    caller, _ = build(
+        gateway, clock, fallback_for=lambda p, op: answer if op == "get_item" else None
+    )
+    await trip(caller)
+    outcome = await caller.handle(record(request_id="f1"))
+    assert isinstance(outcome, Outcome) and isinstance(outcome.event, ResultEvent)
+    event = outcome.event
+    assert (event.status, event.provider_used, event.reason) == (
+        "fallback",
+        "static",
+        "circuit_open",
+    )
+    assert (event.body, event.http_status, event.error_type) == (
+        b'{"temperature": null}', 200, "CircuitOpen",
+    )  # fmt: skip
+    assert len(gateway.calls) == 4, "a fallback never calls the failing provider"
+
+
+async def test_a_fallback_answers_when_the_retries_give_up() -> None:
+    clock = Clock()
+    metrics = Metrics.create(CollectorRegistry())
+    planner = RetryPlanner(
+        RetrySettings(max_attempts=1), PROVIDERS, metrics, clock=lambda: clock.ms / 1000
+    )
+    caller = Caller(
+        SequenceGateway(ProviderUnavailable("HTTP 503", http_status=503)),
+        JsonDecoder(),
+        clock_ms=clock,
+        retries=planner,
+        delays=CODECS.delayed,
+        fallback_for=lambda p, op: StaticAnswer(body="{}"),
+    )
+    outcome = await caller.handle(record(request_id="g1"))
+    assert isinstance(outcome, Outcome) and isinstance(outcome.event, ResultEvent)
+    assert (outcome.event.status, outcome.event.reason) == ("fallback", "retries_exhausted")
+    assert outcome.event.error_type == "ProviderUnavailable"
