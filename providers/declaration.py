@@ -69,11 +69,28 @@ class StaticAnswer(_Frozen):
     content_type: str = "application/json"
 
 
+class AlternateCall(_Frozen):
+    """Another provider's operation that answers the same question (a fallback)."""
+
+    provider: str = Field(min_length=1, max_length=128)
+    operation: str = Field(min_length=1, max_length=128)
+    # The alternate's parameters by name, each a template of the request's own: "{lat}".
+    # A request lacking one of them skips this fallback.
+    params: dict[str, str] = Field(default_factory=dict)
+
+
 class FallbackSpec(_Frozen):
     """One way to answer when the provider cannot (its breaker is open, or its retries gave
-    up): today a static answer; an alternate provider and a stale cached answer are next."""
+    up): a static answer, or an alternate provider's call (a stale cached answer is next)."""
 
-    static: StaticAnswer
+    static: StaticAnswer | None = None
+    call: AlternateCall | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> FallbackSpec:
+        if (self.static is None) == (self.call is None):
+            raise ValueError("a fallback is either static or call, exactly one of them")
+        return self
 
 
 class CostSpec(_Frozen):

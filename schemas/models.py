@@ -72,6 +72,10 @@ class RequestEvent(_Event):
     # W3C trace context and similar propagation headers, carried through to the outcome.
     trace: dict[str, str] = Field(default_factory=dict, max_length=MAX_MAP_ENTRIES)
     attempt: int = Field(default=1, ge=1)
+    # Set on a request a fallback made: "provider/operation" it stands in for, and why that
+    # could not answer; its result is then `fallback` and names them (README, "Fallback").
+    fallback_of: str | None = Field(default=None, max_length=257)
+    fallback_reason: str | None = Field(default=None, max_length=64)
 
     def effective_idempotency_key(self) -> str:
         return self.idempotency_key or self.request_id

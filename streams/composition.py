@@ -28,7 +28,7 @@ from agents.rate_limiter.limiter import Limiter, WaitCaps
 from agents.rate_limiter.partitions import LimiterPartitions
 from agents.retry.planner import RetryPlanner
 from providers.base import Provider
-from providers.declaration import StaticAnswer
+from providers.declaration import FallbackSpec
 from providers.errors import UnknownProvider
 from providers.http import ClientConfig, ProviderClient
 from providers.registry import ProviderRegistry
@@ -184,7 +184,7 @@ async def compose(settings: Settings) -> Worker:
         breakers=breakers,
         max_wait_s=settings.limiter.default_max_wait_s,
         bulkheads=Bulkheads(bulkhead_sizes(settings, providers), metrics),
-        fallback_for=static_fallbacks(providers),
+        fallbacks=declared_fallbacks(providers),
     )
     publisher = OutcomePublisher(
         producer,
@@ -337,15 +337,31 @@ def quota_changelog(settings: Settings) -> str:
 DELAYS_CHANGELOG_CONFIGS = {"segment.ms": "3600000", "delete.retention.ms": "3600000"}
 
 
-def static_fallbacks(
+def declared_fallbacks(
     providers: Mapping[str, Provider],
-) -> Callable[[str, str], StaticAnswer | None]:
-    """Each operation's first declared fallback answer, looked up once per operation."""
-    answers: dict[tuple[str, str], StaticAnswer | None] = {}
+) -> Callable[[str, str], tuple[FallbackSpec, ...]]:
+    """Each operation's declared fallbacks, in order, without calls to providers that are not
+    active here (logged: a declaration naming one is a deployment mistake, not a crash)."""
+    plans: dict[tuple[str, str], tuple[FallbackSpec, ...]] = {}
     for name, provider in providers.items():
         for operation, spec in provider.spec.operations.items():
-            answers[name, operation] = spec.fallbacks[0].static if spec.fallbacks else None
-    return lambda provider, operation: answers.get((provider, operation))
+            usable = []
+            for fallback in spec.fallbacks:
+                call = fallback.call
+                if call is not None and call.provider not in providers:
+                    log.warning(
+                        "%s.%s: fallback to %s.%s skipped: %s is not active",
+                        name,
+                        operation,
+                        call.provider,
+                        call.operation,
+                        call.provider,
+                    )
+                    continue
+                usable.append(fallback)
+            if usable:
+                plans[name, operation] = tuple(usable)
+    return lambda provider, operation: plans.get((provider, operation), ())
 
 
 def bulkhead_sizes(

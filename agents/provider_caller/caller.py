@@ -15,7 +15,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import NamedTuple, Protocol
 
 from agents.breaker.board import BreakerBoard
@@ -26,7 +26,7 @@ from agents.provider_caller.tenancy import TenantGate
 from agents.rate_limiter.limiter import Admission, Limiter
 from agents.retry.planner import GiveUp, RetryPlanner
 from providers.auth.request import PreparedRequest
-from providers.declaration import StaticAnswer
+from providers.declaration import AlternateCall, FallbackSpec, StaticAnswer
 from providers.errors import (
     EventTooLarge,
     InvalidResponse,
@@ -114,7 +114,7 @@ class Caller:
         breakers: BreakerBoard | None = None,
         max_wait_s: float = 300.0,
         bulkheads: Bulkheads | None = None,
-        fallback_for: Callable[[str, str], StaticAnswer | None] | None = None,
+        fallbacks: Callable[[str, str], Sequence[FallbackSpec]] | None = None,
     ) -> None:
         """Args:
         gateway: calls providers.
@@ -138,7 +138,7 @@ class Caller:
         breakers: circuit breakers by limit key (None: no breaker).
         max_wait_s: how long a request without a deadline may wait for an open breaker.
         bulkheads: calls at once per provider or operation (None: only ``max_in_flight``).
-        fallback_for: an operation's first declared fallback answer (None: no fallbacks).
+        fallbacks: an operation's declared fallbacks, in order (None: no fallbacks).
         """
         self._gateway = gateway
         self._decoder = decoder
@@ -157,7 +157,7 @@ class Caller:
         self._breakers = breakers
         self._max_wait_ms = int(max_wait_s * 1000)
         self._bulkheads = bulkheads
-        self._fallback_for = fallback_for
+        self._fallbacks = fallbacks
 
     async def handle(self, source: SourceRecord) -> Outcome | Forward | Delay:
         """The outcome of one record. Never raises, except CancelledError when the record's
@@ -186,9 +186,10 @@ class Caller:
                 source, reason="internal_error", error=exc, stage="caller", request=request
             )
 
-    async def resume(self, partition: int, payload: bytes) -> Outcome | Delay:
+    async def resume(self, partition: int, payload: bytes) -> Outcome | Delay | Forward:
         """Take up a request whose delay is due (a retry, a quota window): decided like a new
-        record, on the partition that owns its limit key. Never raises, like ``handle``."""
+        record, on the partition that owns its limit key (a ``Forward`` only for a fallback to
+        another provider). Never raises, like ``handle``."""
         try:
             delayed = self._delay_codec().decode(payload)
         except DecodeError as exc:
@@ -206,14 +207,6 @@ class Caller:
             log.exception("unexpected error resuming request %s", request.request_id)
             return self._dead(
                 source, reason="internal_error", error=exc, stage="retry", request=request
-            )
-        if isinstance(outcome, Forward):  # it waited on the partition that owned its key
-            return self._dead(
-                source,
-                reason="internal_error",
-                error=RuntimeError("its limit key moved to another partition while it waited"),
-                stage="retry",
-                request=request,
             )
         return outcome
 
@@ -280,7 +273,7 @@ class Caller:
 
     def _over_retry_budget(
         self, source: SourceRecord, request: RequestEvent, key: str, resumed: _Resumed
-    ) -> Outcome | Delay | None:
+    ) -> Outcome | Delay | Forward | None:
         """None when the retry may go now; else its deferral or, past its time, its end."""
         assert self._retries is not None
         verdict = self._retries.spend(
@@ -309,7 +302,7 @@ class Caller:
 
     def _circuit_open(
         self, source: SourceRecord, request: RequestEvent, retry_at_ms: int, resumed: _Resumed
-    ) -> Outcome | Delay:
+    ) -> Outcome | Delay | Forward:
         """The key's breaker refuses calls until ``retry_at_ms``: wait durably for it if the
         request's deadline (or, without one, ``max_wait_s`` from its creation) allows, spread
         over a second so the backlog does not come back at once; else end ``circuit_open``."""
@@ -338,14 +331,30 @@ class Caller:
 
     def _fallback(
         self, request: RequestEvent, reason: str, error_type: str, message: str
-    ) -> Outcome | None:
-        """The operation's fallback answer, when it declares one: a ``fallback`` result that
-        names what answered and keeps why the provider could not."""
-        if self._fallback_for is None:
+    ) -> Outcome | Forward | None:
+        """The operation's first usable fallback, when it declares any: a static answer (a
+        ``fallback`` result that names what answered and keeps why the provider could not),
+        or the request made to an alternate provider, forwarded to the partition owning that
+        provider's key. A request that is itself a fallback takes only static answers."""
+        if self._fallbacks is None:
             return None
-        answer = self._fallback_for(request.provider, request.operation)
-        if answer is None:
-            return None
+        for fallback in self._fallbacks(request.provider, request.operation):
+            if fallback.static is not None:
+                return self._static_answer(request, fallback.static, reason, error_type, message)
+            if fallback.call is not None and request.fallback_of is None:
+                forward = self._alternate(request, fallback.call, reason)
+                if forward is not None:
+                    return forward
+        return None
+
+    def _static_answer(
+        self,
+        request: RequestEvent,
+        answer: StaticAnswer,
+        reason: str,
+        error_type: str,
+        message: str,
+    ) -> Outcome:
         done = result(
             request,
             ResultStatus.FALLBACK,
@@ -360,6 +369,29 @@ class Caller:
             error_message=message[:500],
         )
         return Outcome(done, reply_to=request.reply_to)
+
+    def _alternate(self, request: RequestEvent, call: AlternateCall, reason: str) -> Forward | None:
+        """The request as the alternate provider's, keyed for its owner; None when the
+        request lacks a parameter the alternate needs or the alternate would refuse it."""
+        try:
+            params = {name: value.format_map(request.params) for name, value in call.params.items()}
+            alternate = request.model_copy(
+                update={
+                    "provider": call.provider,
+                    "operation": call.operation,
+                    "params": params,
+                    "headers": {},
+                    "fallback_of": f"{request.provider}/{request.operation}",
+                    "fallback_reason": reason,
+                }
+            )
+            self._gateway.build(alternate)  # refuses what the alternate cannot take
+        except (KeyError, ValueError, IndexError, ProviderError):
+            return None
+        if self._encode_request is None:
+            return None
+        key = self._limiter.limit_key(alternate) if self._limiter else alternate.provider
+        return Forward(key.encode(), self._encode_request(alternate))
 
     def _refusal(self, request: RequestEvent) -> ProviderError | None:
         """Why a request may not be made at all, checked before it spends anything."""
@@ -383,7 +415,7 @@ class Caller:
         prepared: PreparedRequest,
         key: str,
         resumed: _Resumed,
-    ) -> Outcome | Delay:
+    ) -> Outcome | Delay | Forward:
         probe = False
         if self._breakers is not None:
             permitted = self._permit(self._breakers, source, request, resumed)
@@ -427,6 +459,8 @@ class Caller:
             )
         if reply.rate_limits and self._limiter is not None:  # most providers send none
             self._limiter.observe(request, source.partition, reply.rate_limit)
+        if request.fallback_of is not None:  # an alternate answered for another provider
+            return self._answered_for(request, reply)
         done = result(
             request,
             ResultStatus.OK,
@@ -458,7 +492,7 @@ class Caller:
         source: SourceRecord,
         request: RequestEvent,
         resumed: _Resumed,
-    ) -> bool | Outcome | Delay:
+    ) -> bool | Outcome | Delay | Forward:
         """Whether the call goes as a probe (True) or a plain call (False), or, when the
         breaker opened while the request waited or is half-open with its probes out, the
         request's wait or end."""
@@ -470,6 +504,27 @@ class Caller:
             retry_at_ms = int(granted.retry_at * 1000)
         return self._circuit_open(source, request, retry_at_ms, resumed)
 
+    def _answered_for(self, request: RequestEvent, reply: ProviderReply) -> Outcome:
+        """The result of a fallback's call, under the name of the provider it stands in for."""
+        provider, _, operation = (request.fallback_of or "").partition("/")
+        done = result(
+            request,
+            ResultStatus.FALLBACK,
+            now_ms=self._clock_ms(),
+            attempts=request.attempt,
+            provider=provider,
+            operation=operation,
+            provider_used=request.provider,
+            http_status=reply.status,
+            body=reply.body,
+            content_type=reply.content_type,
+            headers=reply.headers,
+            latency_ms=reply.latency_s * 1000,
+            cost=reply.cost,
+            reason=request.fallback_reason,
+        )
+        return Outcome(done, reply_to=request.reply_to)
+
     def _failed(
         self,
         source: SourceRecord,
@@ -477,7 +532,7 @@ class Caller:
         exc: ProviderError,
         attempts: tuple[AttemptRecord, ...],
         key: str,
-    ) -> Outcome | Delay:
+    ) -> Outcome | Delay | Forward:
         if not exc.retriable:
             return self._dead(
                 source,

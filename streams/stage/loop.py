@@ -60,7 +60,7 @@ Records = Sequence[ConsumerRecord[bytes, bytes]]
 class RecordHandler(Protocol):
     async def handle(self, source: SourceRecord) -> Outcome | Forward | Delay: ...
 
-    async def resume(self, partition: int, payload: bytes) -> Outcome | Delay:
+    async def resume(self, partition: int, payload: bytes) -> Outcome | Forward | Delay:
         """Take up a delay of ``partition`` that is due (its ``Delay.payload``)."""
         ...
 
@@ -270,7 +270,7 @@ class StageLoop:
             self._total -= 1
             self._delay_wake.set()
 
-    async def _take_up(self, due: DueDelay) -> Outcome | Delay | None:
+    async def _take_up(self, due: DueDelay) -> Outcome | Forward | Delay | None:
         """The handler's decision for a due delay, its outcome published; None when the
         handler failed and a dead letter replaced it."""
         source = SourceRecord("<timer table>", due.partition, -1, due.payload)

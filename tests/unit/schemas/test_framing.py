@@ -119,6 +119,8 @@ def test_a_registry_outage_is_not_a_decode_error():
 
     down = DownRegistry()
     down.register(current_schema("request_event"), 7)
+    for number, old in enumerate(released_schemas("request_event"), start=100):
+        down.register(old, number)  # the codec reads released versions too
     codec = EventCodec.for_event(RequestEvent, "request_event", ConfluentFraming(down))
 
     # The message may be fine: it must be retried, not dead-lettered.

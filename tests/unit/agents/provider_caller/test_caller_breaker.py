@@ -9,13 +9,13 @@ from agents.breaker.board import BreakerBoard
 from agents.breaker.state import BreakerPolicy
 from agents.provider_caller.caller import Caller
 from agents.retry.planner import RetryPlanner
-from providers.declaration import StaticAnswer
+from providers.declaration import AlternateCall, FallbackSpec, StaticAnswer
 from providers.errors import BadRequest, ProviderUnavailable, RateLimited
 from schemas.codec import Codecs
 from schemas.models import DeadLetterEvent, ResultEvent
 from streams.metrics import Metrics
 from streams.settings import RetrySettings
-from streams.stage.records import Delay, Outcome
+from streams.stage.records import Delay, Forward, Outcome, SourceRecord
 
 from .test_caller import NOW_MS, JsonDecoder
 from .test_caller_retries import PROVIDERS, Clock, SequenceGateway, ok, record
@@ -126,9 +126,8 @@ async def test_an_operation_with_a_fallback_is_answered_by_it_while_open() -> No
     clock = Clock()
     gateway = SequenceGateway(ProviderUnavailable("HTTP 503", http_status=503))
     answer = StaticAnswer(body='{"temperature": null}')
-    caller, _ = build(
-        gateway, clock, fallback_for=lambda p, op: answer if op == "get_item" else None
-    )
+    declared = {("fake", "get_item"): (FallbackSpec(static=answer),)}
+    caller, _ = build(gateway, clock, fallbacks=lambda p, op: declared.get((p, op), ()))
     await trip(caller)
     outcome = await caller.handle(record(request_id="f1"))
     assert isinstance(outcome, Outcome) and isinstance(outcome.event, ResultEvent)
@@ -156,9 +155,58 @@ async def test_a_fallback_answers_when_the_retries_give_up() -> None:
         clock_ms=clock,
         retries=planner,
         delays=CODECS.delayed,
-        fallback_for=lambda p, op: StaticAnswer(body="{}"),
+        fallbacks=lambda p, op: (FallbackSpec(static=StaticAnswer(body="{}")),),
     )
     outcome = await caller.handle(record(request_id="g1"))
     assert isinstance(outcome, Outcome) and isinstance(outcome.event, ResultEvent)
     assert (outcome.event.status, outcome.event.reason) == ("fallback", "retries_exhausted")
     assert outcome.event.error_type == "ProviderUnavailable"
+
+
+class TwoNames(SequenceGateway):
+    provider_names = frozenset({"fake", "meteo"})
+
+
+async def test_an_alternate_provider_answers_in_the_primarys_name() -> None:
+    clock = Clock()
+    gateway = TwoNames(ProviderUnavailable("HTTP 503", http_status=503))
+    alternate = AlternateCall(provider="meteo", operation="current", params={"id": "{item_id}"})
+    declared = {("fake", "get_item"): (FallbackSpec(call=alternate),)}
+    caller, _ = build(
+        gateway,
+        clock,
+        fallbacks=lambda p, op: declared.get((p, op), ()),
+    )
+    await trip(caller)
+    forward = await caller.handle(record(request_id="a1"))
+    assert isinstance(forward, Forward) and forward.key == b"meteo"
+    moved = CODECS.request.decode(forward.value)
+    assert (moved.provider, moved.operation, moved.params) == ("meteo", "current", {"id": "1"})
+    assert (moved.fallback_of, moved.fallback_reason) == ("fake/get_item", "circuit_open")
+    assert moved.request_id == "a1", "the same request, answered by another provider"
+
+    gateway.answers = [ok()]  # the alternate's owner calls it
+    # (this caller's decoder reads JSON; the worker's reads the Avro it forwarded)
+    outcome = await caller.handle(SourceRecord("requests", 1, 7, moved.model_dump_json().encode()))
+    assert isinstance(outcome, Outcome) and isinstance(outcome.event, ResultEvent)
+    event = outcome.event
+    assert (event.status, event.provider, event.operation) == ("fallback", "fake", "get_item")
+    assert (event.provider_used, event.reason) == ("meteo", "circuit_open")
+    assert gateway.calls[-1].provider == "meteo"
+
+
+async def test_a_request_missing_a_parameter_of_the_alternate_skips_that_fallback() -> None:
+    clock = Clock()
+    gateway = TwoNames(ProviderUnavailable("HTTP 503", http_status=503))
+    alternate = AlternateCall(provider="meteo", operation="current", params={"q": "{city}"})
+    static = FallbackSpec(static=StaticAnswer(body="{}"))
+    declared = {("fake", "get_item"): (FallbackSpec(call=alternate), static)}
+    caller, _ = build(
+        gateway,
+        clock,
+        fallbacks=lambda p, op: declared.get((p, op), ()),
+    )
+    await trip(caller)
+    outcome = await caller.handle(record(request_id="a2"))
+    assert isinstance(outcome, Outcome) and outcome.event.status == "fallback"  # type: ignore[union-attr]
+    assert outcome.event.provider_used == "static"  # type: ignore[union-attr]
