@@ -34,6 +34,12 @@ COMMANDS: dict[str, CommandEntry] = {
     ),
     "results": CommandEntry("streams.cli.results_cmd", "results_app", True, "Read outcomes."),
     "dlq": CommandEntry("streams.cli.dlq_cmd", "dlq_app", True, "Inspect and replay dead letters."),
+    "breakers": CommandEntry(
+        "streams.cli.breakers_cmd",
+        "breakers",
+        False,
+        "Show every circuit breaker's last published state.",
+    ),
     "broker": CommandEntry("streams.cli.dev.broker_cmd", "broker_app", True, "Run a local broker."),
     "providers": CommandEntry(
         "streams.cli.providers_cmd",
