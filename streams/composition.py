@@ -21,6 +21,7 @@ from agents.breaker.board import BreakerBoard
 from agents.breaker.state import BreakerPolicy, from_bytes, snapshot
 from agents.provider_caller.bulkhead import Bulkheads
 from agents.provider_caller.caller import Caller
+from agents.provider_caller.fallbacks import Fallbacks
 from agents.provider_caller.gateway import HttpGateway
 from agents.provider_caller.tenancy import TenantGate, TenantTable
 from agents.rate_limiter.book import LimitBook, ProviderLimit
@@ -184,7 +185,12 @@ async def compose(settings: Settings) -> Worker:
         breakers=breakers,
         max_wait_s=settings.limiter.default_max_wait_s,
         bulkheads=Bulkheads(bulkhead_sizes(settings, providers), metrics),
-        fallbacks=declared_fallbacks(providers),
+        fallbacks=Fallbacks(
+            declared_fallbacks(providers),
+            check=gateway.build,
+            limit_key=limiter.limit_key if limiter else lambda request: request.provider,
+            encode=codecs.request.encode,
+        ),
     )
     publisher = OutcomePublisher(
         producer,

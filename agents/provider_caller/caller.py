@@ -5,8 +5,11 @@ a passed deadline an ``expired`` result. A retriable failure is retried after a 
 (``Delay``: the stage loop keeps it in the partition's timer table and hands it back to
 ``resume`` when due), as the retry planner decides, until it succeeds or the planner gives up
 (a dead letter of stage ``retry``). A request over a queueing quota waits durably the same way
-for its tenant's next window. Only a bug in our own code is logged as such, and even that ends
-as a dead letter so the partition keeps moving.
+for its tenant's next window, and one whose provider's breaker is open waits for it to
+half-open (or ends ``circuit_open``). Where the operation declares fallbacks, a provider that
+cannot answer is answered for (``fallbacks.py``); a call holds its provider's bulkhead
+(``bulkhead.py``). Only a bug in our own code is logged as such, and even that ends as a dead
+letter so the partition keeps moving.
 """
 
 from __future__ import annotations
@@ -15,18 +18,18 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from typing import NamedTuple, Protocol
 
 from agents.breaker.board import BreakerBoard
 from agents.breaker.state import CallResult, PermitKind
 from agents.outcomes import dead_letter, result
 from agents.provider_caller.bulkhead import Bulkheads
+from agents.provider_caller.fallbacks import Fallbacks
 from agents.provider_caller.tenancy import TenantGate
 from agents.rate_limiter.limiter import Admission, Limiter
 from agents.retry.planner import GiveUp, RetryPlanner
 from providers.auth.request import PreparedRequest
-from providers.declaration import AlternateCall, FallbackSpec, StaticAnswer
 from providers.errors import (
     EventTooLarge,
     InvalidResponse,
@@ -114,7 +117,7 @@ class Caller:
         breakers: BreakerBoard | None = None,
         max_wait_s: float = 300.0,
         bulkheads: Bulkheads | None = None,
-        fallbacks: Callable[[str, str], Sequence[FallbackSpec]] | None = None,
+        fallbacks: Fallbacks | None = None,
     ) -> None:
         """Args:
         gateway: calls providers.
@@ -138,7 +141,7 @@ class Caller:
         breakers: circuit breakers by limit key (None: no breaker).
         max_wait_s: how long a request without a deadline may wait for an open breaker.
         bulkheads: calls at once per provider or operation (None: only ``max_in_flight``).
-        fallbacks: an operation's declared fallbacks, in order (None: no fallbacks).
+        fallbacks: answers when a provider cannot (None: no fallbacks).
         """
         self._gateway = gateway
         self._decoder = decoder
@@ -332,66 +335,9 @@ class Caller:
     def _fallback(
         self, request: RequestEvent, reason: str, error_type: str, message: str
     ) -> Outcome | Forward | None:
-        """The operation's first usable fallback, when it declares any: a static answer (a
-        ``fallback`` result that names what answered and keeps why the provider could not),
-        or the request made to an alternate provider, forwarded to the partition owning that
-        provider's key. A request that is itself a fallback takes only static answers."""
         if self._fallbacks is None:
             return None
-        for fallback in self._fallbacks(request.provider, request.operation):
-            if fallback.static is not None:
-                return self._static_answer(request, fallback.static, reason, error_type, message)
-            if fallback.call is not None and request.fallback_of is None:
-                forward = self._alternate(request, fallback.call, reason)
-                if forward is not None:
-                    return forward
-        return None
-
-    def _static_answer(
-        self,
-        request: RequestEvent,
-        answer: StaticAnswer,
-        reason: str,
-        error_type: str,
-        message: str,
-    ) -> Outcome:
-        done = result(
-            request,
-            ResultStatus.FALLBACK,
-            now_ms=self._clock_ms(),
-            attempts=request.attempt,
-            provider_used="static",
-            http_status=answer.status,
-            body=answer.body.encode(),
-            content_type=answer.content_type,
-            reason=reason,
-            error_type=error_type,
-            error_message=message[:500],
-        )
-        return Outcome(done, reply_to=request.reply_to)
-
-    def _alternate(self, request: RequestEvent, call: AlternateCall, reason: str) -> Forward | None:
-        """The request as the alternate provider's, keyed for its owner; None when the
-        request lacks a parameter the alternate needs or the alternate would refuse it."""
-        try:
-            params = {name: value.format_map(request.params) for name, value in call.params.items()}
-            alternate = request.model_copy(
-                update={
-                    "provider": call.provider,
-                    "operation": call.operation,
-                    "params": params,
-                    "headers": {},
-                    "fallback_of": f"{request.provider}/{request.operation}",
-                    "fallback_reason": reason,
-                }
-            )
-            self._gateway.build(alternate)  # refuses what the alternate cannot take
-        except (KeyError, ValueError, IndexError, ProviderError):
-            return None
-        if self._encode_request is None:
-            return None
-        key = self._limiter.limit_key(alternate) if self._limiter else alternate.provider
-        return Forward(key.encode(), self._encode_request(alternate))
+        return self._fallbacks.answer(request, reason, error_type, message)
 
     def _refusal(self, request: RequestEvent) -> ProviderError | None:
         """Why a request may not be made at all, checked before it spends anything."""
@@ -459,8 +405,8 @@ class Caller:
             )
         if reply.rate_limits and self._limiter is not None:  # most providers send none
             self._limiter.observe(request, source.partition, reply.rate_limit)
-        if request.fallback_of is not None:  # an alternate answered for another provider
-            return self._answered_for(request, reply)
+        if request.fallback_of is not None and self._fallbacks is not None:  # an alternate's
+            return self._fallbacks.answered_for(request, reply)
         done = result(
             request,
             ResultStatus.OK,
@@ -503,27 +449,6 @@ class Caller:
         if granted.retry_at is not None:
             retry_at_ms = int(granted.retry_at * 1000)
         return self._circuit_open(source, request, retry_at_ms, resumed)
-
-    def _answered_for(self, request: RequestEvent, reply: ProviderReply) -> Outcome:
-        """The result of a fallback's call, under the name of the provider it stands in for."""
-        provider, _, operation = (request.fallback_of or "").partition("/")
-        done = result(
-            request,
-            ResultStatus.FALLBACK,
-            now_ms=self._clock_ms(),
-            attempts=request.attempt,
-            provider=provider,
-            operation=operation,
-            provider_used=request.provider,
-            http_status=reply.status,
-            body=reply.body,
-            content_type=reply.content_type,
-            headers=reply.headers,
-            latency_ms=reply.latency_s * 1000,
-            cost=reply.cost,
-            reason=request.fallback_reason,
-        )
-        return Outcome(done, reply_to=request.reply_to)
 
     def _failed(
         self,

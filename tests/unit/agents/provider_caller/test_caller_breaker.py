@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 from agents.breaker.board import BreakerBoard
 from agents.breaker.state import BreakerPolicy
 from agents.provider_caller.caller import Caller
+from agents.provider_caller.fallbacks import Fallbacks
 from agents.retry.planner import RetryPlanner
 from providers.declaration import AlternateCall, FallbackSpec, StaticAnswer
 from providers.errors import BadRequest, ProviderUnavailable, RateLimited
@@ -24,8 +25,15 @@ CODECS = Codecs()
 POLICY = BreakerPolicy(window="count", window_size=4, minimum_calls=4, wait_in_open_s=10.0)
 
 
-def build(gateway: SequenceGateway, clock: Clock, **options: object) -> tuple[Caller, Metrics]:
+def build(
+    gateway: SequenceGateway,
+    clock: Clock,
+    declared: dict[tuple[str, str], tuple[FallbackSpec, ...]] | None = None,
+    **options: object,
+) -> tuple[Caller, Metrics]:
     metrics = Metrics.create(CollectorRegistry())
+    if declared is not None:
+        options["fallbacks"] = fallbacks_of(declared, gateway, clock)
     board = BreakerBoard(lambda _key: POLICY, metrics, clock=lambda: clock.ms / 1000)
     caller = Caller(
         gateway,
@@ -38,6 +46,20 @@ def build(gateway: SequenceGateway, clock: Clock, **options: object) -> tuple[Ca
         **options,  # type: ignore[arg-type]
     )
     return caller, metrics
+
+
+def fallbacks_of(
+    declared: dict[tuple[str, str], tuple[FallbackSpec, ...]],
+    gateway: SequenceGateway,
+    clock: Clock,
+) -> Fallbacks:
+    return Fallbacks(
+        lambda p, op: declared.get((p, op), ()),
+        check=gateway.build,
+        limit_key=lambda request: request.provider,
+        encode=CODECS.request.encode,
+        clock_ms=clock,
+    )
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
@@ -127,7 +149,7 @@ async def test_an_operation_with_a_fallback_is_answered_by_it_while_open() -> No
     gateway = SequenceGateway(ProviderUnavailable("HTTP 503", http_status=503))
     answer = StaticAnswer(body='{"temperature": null}')
     declared = {("fake", "get_item"): (FallbackSpec(static=answer),)}
-    caller, _ = build(gateway, clock, fallbacks=lambda p, op: declared.get((p, op), ()))
+    caller, _ = build(gateway, clock, declared)
     await trip(caller)
     outcome = await caller.handle(record(request_id="f1"))
     assert isinstance(outcome, Outcome) and isinstance(outcome.event, ResultEvent)
@@ -155,7 +177,11 @@ async def test_a_fallback_answers_when_the_retries_give_up() -> None:
         clock_ms=clock,
         retries=planner,
         delays=CODECS.delayed,
-        fallbacks=lambda p, op: (FallbackSpec(static=StaticAnswer(body="{}")),),
+        fallbacks=fallbacks_of(
+            {("fake", "get_item"): (FallbackSpec(static=StaticAnswer(body="{}")),)},
+            SequenceGateway(ok()),
+            clock,
+        ),
     )
     outcome = await caller.handle(record(request_id="g1"))
     assert isinstance(outcome, Outcome) and isinstance(outcome.event, ResultEvent)
@@ -172,11 +198,7 @@ async def test_an_alternate_provider_answers_in_the_primarys_name() -> None:
     gateway = TwoNames(ProviderUnavailable("HTTP 503", http_status=503))
     alternate = AlternateCall(provider="meteo", operation="current", params={"id": "{item_id}"})
     declared = {("fake", "get_item"): (FallbackSpec(call=alternate),)}
-    caller, _ = build(
-        gateway,
-        clock,
-        fallbacks=lambda p, op: declared.get((p, op), ()),
-    )
+    caller, _ = build(gateway, clock, declared)
     await trip(caller)
     forward = await caller.handle(record(request_id="a1"))
     assert isinstance(forward, Forward) and forward.key == b"meteo"
@@ -201,11 +223,7 @@ async def test_a_request_missing_a_parameter_of_the_alternate_skips_that_fallbac
     alternate = AlternateCall(provider="meteo", operation="current", params={"q": "{city}"})
     static = FallbackSpec(static=StaticAnswer(body="{}"))
     declared = {("fake", "get_item"): (FallbackSpec(call=alternate), static)}
-    caller, _ = build(
-        gateway,
-        clock,
-        fallbacks=lambda p, op: declared.get((p, op), ()),
-    )
+    caller, _ = build(gateway, clock, declared)
     await trip(caller)
     outcome = await caller.handle(record(request_id="a2"))
     assert isinstance(outcome, Outcome) and outcome.event.status == "fallback"  # type: ignore[union-attr]
