@@ -128,6 +128,9 @@ class OperationSpec(_Frozen):
     # Tried in order when the provider cannot answer (breaker open, retries given up): the
     # result is then `fallback`, naming what answered and keeping the provider's failure.
     fallbacks: tuple[FallbackSpec, ...] = ()
+    # Its own circuit breaker, apart from its provider's (an endpoint that fails alone: the
+    # provider's other operations keep being called).
+    own_breaker: bool = False
 
     @field_validator("query_params", "path_params", mode="before")
     @classmethod

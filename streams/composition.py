@@ -159,7 +159,7 @@ async def compose(settings: Settings) -> Worker:
         limiter = Limiter(book, quotas, metrics, caps=wait_caps(settings))
         listeners.append(LimiterPartitions(limiter, quotas))
     gateway = HttpGateway(providers, client, metrics)
-    breakers, broadcast = breaker_board(settings, metrics, producer)
+    breakers, broadcast = breaker_board(settings, metrics, producer, providers)
     delays = DelayLine(delay_table(settings, producer))
 
     def delay_gauge() -> None:
@@ -393,7 +393,10 @@ def bulkhead_sizes(
 
 
 def breaker_board(
-    settings: Settings, metrics: Metrics, producer: AIOKafkaProducer
+    settings: Settings,
+    metrics: Metrics,
+    producer: AIOKafkaProducer,
+    providers: Mapping[str, Provider],
 ) -> tuple[BreakerBoard | None, Broadcast | None]:
     """One breaker per provider, all with the ``[breaker]`` policy, sharing their changes of
     mode on the breakers topic (agents/breaker/board.py); (None, None) when disabled."""
@@ -409,10 +412,17 @@ def breaker_board(
     broadcast = Broadcast(
         breakers_topic(settings), kafka=settings.kafka, producer=producer, apply=adopt
     )
+    separate = [
+        (name, operation)
+        for name, provider in providers.items()
+        for operation, spec in provider.spec.operations.items()
+        if spec.own_breaker
+    ]
     board = BreakerBoard(
         lambda _key: policy,
         metrics,
         on_transition=lambda key, raw: broadcast.publish_soon(key.encode(), raw),
+        separate=separate,
     )
     return board, broadcast
 

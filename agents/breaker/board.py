@@ -1,4 +1,5 @@
-"""The breakers of a worker: one per provider it calls.
+"""The breakers of a worker: one per provider it calls, and one per operation that declares its
+own (``own_breaker``).
 
 The pure core (``state.py``) decides; this keeps each breaker's state, reads the clock, and
 makes every change of mode a log line and a metric. Every worker counts its own calls (the
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 
 from agents.breaker.state import (
     BreakerPolicy,
@@ -58,11 +59,13 @@ class BreakerBoard:
         *,
         clock: Callable[[], float] = time.time,
         on_transition: Callable[[str, bytes], None] | None = None,
+        separate: Collection[tuple[str, str]] = (),
     ) -> None:
         """Args:
         policy_for: the policy of a breaker key (memoized by the caller's composition).
         on_transition: told each change of mode this board decides, with the new state
             (``to_bytes``), to share it; not told what it adopts.
+        separate: (provider, operation) pairs with a breaker of their own.
         """
         self._policy_for = policy_for
         self._metrics = metrics
@@ -75,6 +78,14 @@ class BreakerBoard:
         # cannot open them, so successes may be tallied.
         self._clean: set[str] = set()
         self._on_transition = on_transition
+        self._separate = frozenset(separate)
+
+    def key_for(self, provider: str, operation: str) -> str:
+        """The breaker of a call: its operation's own (``provider.operation``), if declared,
+        else its provider's."""
+        if self._separate and (provider, operation) in self._separate:
+            return f"{provider}.{operation}"
+        return provider
 
     def permit(self, key: str) -> Permit:
         """Whether a call of ``key`` may go now (a CALL, or one of the half-open PROBEs);

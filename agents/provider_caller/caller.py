@@ -249,7 +249,8 @@ class Caller:
             if held is not None:
                 return held
         if self._breakers is not None:  # open: no token, no quota, no call
-            open_until = self._breakers.is_open(request.provider)
+            breaker = self._breakers.key_for(request.provider, request.operation)
+            open_until = self._breakers.is_open(breaker)
             if open_until is not None:
                 return self._circuit_open(source, request, int(open_until * 1000), resumed)
         return None
@@ -310,7 +311,7 @@ class Caller:
         request's deadline (or, without one, ``max_wait_s`` from its creation) allows, spread
         over a second so the backlog does not come back at once; else end ``circuit_open``."""
         now = self._clock_ms()
-        waited = f"the breaker of {request.provider} refuses calls for "
+        waited = f"the breaker of {request.provider}.{request.operation} refuses calls for "
         waited += f"{max(0, retry_at_ms - now) / 1000:.1f} s more"
         answered = self._fallback(request, "circuit_open", "CircuitOpen", waited)
         if answered is not None:
@@ -378,7 +379,7 @@ class Caller:
             duration_s = time.perf_counter() - started
             if self._breakers is not None:
                 judged = CallResult.FAILURE if isinstance(exc, _BREAKER_FAILURES) else None
-                breaker = request.provider
+                breaker = self._breakers.key_for(request.provider, request.operation)
                 self._breakers.record(
                     breaker, judged or CallResult.IGNORED, duration_s, probe=probe
                 )
@@ -388,7 +389,8 @@ class Caller:
             return self._failed(source, request, exc, (*resumed.attempts, attempt), key)
         except BaseException:  # cancelled while waiting for a call slot: free the probe's place
             if probe and self._breakers is not None:
-                self._breakers.record(request.provider, CallResult.IGNORED, 0.0, probe=True)
+                breaker = self._breakers.key_for(request.provider, request.operation)
+                self._breakers.record(breaker, CallResult.IGNORED, 0.0, probe=True)
             raise
         return self._succeeded(source, request, reply, probe)
 
@@ -400,9 +402,8 @@ class Caller:
         probe: bool,
     ) -> Outcome:
         if self._breakers is not None:
-            self._breakers.record(
-                request.provider, CallResult.SUCCESS, reply.latency_s, probe=probe
-            )
+            breaker = self._breakers.key_for(request.provider, request.operation)
+            self._breakers.record(breaker, CallResult.SUCCESS, reply.latency_s, probe=probe)
         if reply.rate_limits and self._limiter is not None:  # most providers send none
             self._limiter.observe(request, source.partition, reply.rate_limit)
         if request.fallback_of is not None and self._fallbacks is not None:  # an alternate's
@@ -442,7 +443,7 @@ class Caller:
         """Whether the call goes as a probe (True) or a plain call (False), or, when the
         breaker opened while the request waited or is half-open with its probes out, the
         request's wait or end."""
-        granted = breakers.permit(request.provider)
+        granted = breakers.permit(breakers.key_for(request.provider, request.operation))
         if granted.allowed:
             return granted.kind is PermitKind.PROBE
         retry_at_ms = self._clock_ms() + _HALF_OPEN_POLL_MS

@@ -228,3 +228,22 @@ async def test_a_request_missing_a_parameter_of_the_alternate_skips_that_fallbac
     outcome = await caller.handle(record(request_id="a2"))
     assert isinstance(outcome, Outcome) and outcome.event.status == "fallback"  # type: ignore[union-attr]
     assert outcome.event.provider_used == "static"  # type: ignore[union-attr]
+
+
+async def test_an_operation_with_its_own_breaker_opens_alone() -> None:
+    clock = Clock()
+    metrics = Metrics.create(CollectorRegistry())
+    board = BreakerBoard(
+        lambda _key: POLICY,
+        metrics,
+        clock=lambda: clock.ms / 1000,
+        separate=[("fake", "get_item")],
+    )
+    assert (board.key_for("fake", "get_item"), board.key_for("fake", "other")) == (
+        "fake.get_item", "fake",
+    )  # fmt: skip
+    gateway = SequenceGateway(ProviderUnavailable("HTTP 503", http_status=503))
+    caller = Caller(gateway, JsonDecoder(), clock_ms=clock, delays=CODECS.delayed, breakers=board)
+    await trip(caller)
+    assert sample(metrics, "callstream_breaker_state", breaker="fake.get_item") == 2
+    assert board.is_open("fake") is None, "the provider's other operations are still called"
