@@ -523,3 +523,38 @@ def retries(
     print_retries(console, report)
     if as_json:
         sys.stdout.write(json.dumps({"retries": report}) + "\n")
+
+
+@bench_app.command("outage")
+def outage(
+    outage_s: Annotated[
+        float, typer.Option("--outage-s", min=1, help="How long every call is answered 503.")
+    ] = 30,
+    rate: Annotated[float, typer.Option(min=1, help="Requests published per second.")] = 50,
+    before_s: Annotated[
+        float, typer.Option("--before-s", min=0, help="Healthy load before the outage.")
+    ] = 10,
+    after_s: Annotated[
+        float, typer.Option("--after-s", min=0, help="Load that goes on after recovery.")
+    ] = 20,
+    wait_in_open_s: Annotated[
+        float,
+        typer.Option("--wait-in-open-s", min=0.1, help="The breaker's wait in open (variant 2)."),
+    ] = 5,
+    bootstrap: BenchBootstrap = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """A provider outage under steady load, without and with circuit breakers (issue 21)."""
+    from streams.cli.dev.outage_bench import OutagePlan, measure_outage, print_outage
+
+    console = Console()
+    plan = OutagePlan(outage_s, rate, before_s, after_s, wait_in_open_s)
+    with scratch_dir("callstream-bench-") as tmp, _broker(bootstrap) as broker:
+        console.print(
+            f"broker {broker.servers}; {plan.requests} requests per variant at {rate:g}/s, "
+            f"a {outage_s:g} s outage after {before_s:g} s, {after_s:g} s of load after it"
+        )
+        report = measure_outage(tmp, broker.servers, plan, console)
+    print_outage(console, report)
+    if as_json:
+        sys.stdout.write(json.dumps({"outage": report}) + "\n")
