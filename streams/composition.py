@@ -184,7 +184,11 @@ async def compose(settings: Settings) -> Worker:
         quota_jitter_ms=int(settings.limiter.jitter_s * 1000),
         breakers=breakers,
         max_wait_s=settings.limiter.default_max_wait_s,
-        bulkheads=Bulkheads(bulkhead_sizes(settings, providers), metrics),
+        bulkheads=Bulkheads(
+            bulkhead_sizes(settings, providers),
+            metrics,
+            max_in_flight=settings.caller.max_in_flight,
+        ),
         fallbacks=Fallbacks(
             declared_fallbacks(providers),
             check=gateway.build,
@@ -375,9 +379,12 @@ def bulkhead_sizes(
 ) -> Callable[[str, str], tuple[str, int]]:
     """The bulkhead of a call: its operation's own when declared, else its provider's
     (``[providers.NAME] max_concurrent_calls``, else ``caller.max_in_flight_per_provider``,
-    else half of ``caller.max_in_flight``)."""
-    default = settings.caller.max_in_flight_per_provider or max(
-        1, settings.caller.max_in_flight // 2
+    else half of ``caller.max_in_flight`` when the worker serves several providers, all of it
+    when it serves one: a bulkhead keeps room for the others, and a lone provider has none to
+    keep; capping it would only cut its throughput, measured at half at 200 in flight)."""
+    caller = settings.caller
+    default = caller.max_in_flight_per_provider or (
+        max(1, caller.max_in_flight // 2) if len(providers) > 1 else caller.max_in_flight
     )
 
     def bulkhead_for(provider: str, operation: str) -> tuple[str, int]:

@@ -21,23 +21,40 @@ BulkheadFor = Callable[[str, str], tuple[str, int]]
 class Bulkheads:
     """One semaphore per bulkhead name, made on first use."""
 
-    def __init__(self, bulkhead_for: BulkheadFor, metrics: Metrics) -> None:
+    def __init__(
+        self, bulkhead_for: BulkheadFor, metrics: Metrics, *, max_in_flight: int | None = None
+    ) -> None:
+        """Args:
+        max_in_flight: the caller's bound on all calls: a bulkhead at least that large can
+            never bind, and is skipped (no semaphore on the call's path).
+        """
         self._bulkhead_for = bulkhead_for
-        self._by_call: dict[tuple[str, str], asyncio.Semaphore] = {}
+        self._unbounded_at = max_in_flight
+        self._by_call: dict[tuple[str, str], asyncio.Semaphore | None] = {}
         self._by_name: dict[str, asyncio.Semaphore] = {}
         self._waits = LabelledCache(metrics.bulkhead_waits)  # by bulkhead name
         self._names: dict[asyncio.Semaphore, str] = {}
 
-    def slot(self, provider: str, operation: str) -> asyncio.Semaphore:
-        """The semaphore a call of ``provider.operation`` holds while it runs."""
-        found = self._by_call.get((provider, operation))
+    def slot(self, provider: str, operation: str) -> asyncio.Semaphore | None:
+        """The semaphore a call of ``provider.operation`` holds while it runs; None when its
+        bulkhead cannot bind."""
+        call = (provider, operation)
+        if call in self._by_call:
+            found = self._by_call[call]
+        else:
+            found = self._by_call[call] = self._make(provider, operation)
         if found is None:
-            name, size = self._bulkhead_for(provider, operation)
-            found = self._by_name.get(name)
-            if found is None:
-                found = self._by_name[name] = asyncio.Semaphore(size)
-                self._names[found] = name
-            self._by_call[provider, operation] = found
+            return None
         if found.locked():  # full: this call waits for one of the provider's own to finish
             self._waits[self._names[found]].inc()
+        return found
+
+    def _make(self, provider: str, operation: str) -> asyncio.Semaphore | None:
+        name, size = self._bulkhead_for(provider, operation)
+        if self._unbounded_at is not None and size >= self._unbounded_at:
+            return None
+        found = self._by_name.get(name)
+        if found is None:
+            found = self._by_name[name] = asyncio.Semaphore(size)
+            self._names[found] = name
         return found

@@ -425,11 +425,14 @@ class Caller:
 
     async def _send(self, request: RequestEvent, prepared: PreparedRequest) -> ProviderReply:
         """Take the provider's bulkhead, then a call slot, and call: the point of no return."""
-        if self._bulkheads is None:
+        bulkhead = None
+        if self._bulkheads is not None:
+            bulkhead = self._bulkheads.slot(request.provider, request.operation)
+        if bulkhead is None:
             async with self._call_slots:
                 self._no_return.mark_passed()  # from here on, a revocation waits for this call
                 return await self._gateway.call(request, prepared)
-        async with self._bulkheads.slot(request.provider, request.operation), self._call_slots:
+        async with bulkhead, self._call_slots:
             self._no_return.mark_passed()
             return await self._gateway.call(request, prepared)
 

@@ -69,3 +69,12 @@ async def test_a_slow_provider_holds_only_its_bulkhead_and_the_other_keeps_calli
     gateway.gate.set()
     done = await asyncio.wait_for(asyncio.gather(*slow), 1)
     assert len(done) == 10 and gateway.most["slow"] == 3
+
+
+def test_a_bulkhead_as_large_as_max_in_flight_is_skipped() -> None:
+    metrics = Metrics.create(CollectorRegistry())
+    sizes = {"lone": 10, "small": 3}
+    bulkheads = Bulkheads(lambda p, _op: (p, sizes[p]), metrics, max_in_flight=10)
+    assert bulkheads.slot("lone", "get") is None, "it could never bind: no semaphore"
+    small = bulkheads.slot("small", "get")
+    assert small is not None and bulkheads.slot("small", "put") is small
