@@ -13,7 +13,7 @@ GARBAGE = (b"not avro at all", b"\xc3\x01\x00\x00", b"")
 
 
 def demo_requests(count: int, *, seed: int = 7, provider: str = "fake") -> list[RequestEvent]:
-    """``count`` requests: mostly successes, plus 404s, 500s, slow calls and expired ones.
+    """``count`` requests: mostly successes, plus 404s, transient 500s, and expired ones.
 
     The fake provider obeys the ``fake_status``/``fake_delay_ms`` parameters, so the mix is
     exact and the summary can be checked against it.
@@ -26,8 +26,9 @@ def demo_requests(count: int, *, seed: int = 7, provider: str = "fake") -> list[
         deadline = None
         if roll < 0.05:
             params["fake_status"] = "404"
-        elif roll < 0.10:
+        elif roll < 0.10:  # a transient failure: 500 twice, then fine (retried with backoff)
             params["fake_status"] = "500"
+            params["fake_fail_first"] = "2"
         elif roll < 0.12:
             deadline = now_ms() - 1  # already past: must never reach the provider
         tenant = ("shop-eu", "shop-us")[index % 2]
@@ -52,6 +53,8 @@ class OutcomeTally:
 
     def add_result(self, event: ResultEvent) -> None:
         kind = str(event.status) + (f" ({event.reason})" if event.reason else "")
+        if event.status == "ok" and event.attempts > 1:
+            kind = "ok after retries"
         self.by_kind[kind] += 1
         if event.status == "ok":
             self.latencies_ms.append(event.latency_ms)

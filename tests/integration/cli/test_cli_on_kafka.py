@@ -92,6 +92,7 @@ def test_dev_demo_runs_on_the_embedded_broker():
     assert "203 outcomes for 203 events" in result.stdout
     assert "dead letter (undecodable)" in result.stdout
     assert "expired (deadline_passed)" in result.stdout
+    assert "ok after retries" in result.stdout  # transient 500s, retried from the timer table
 
 
 @pytest.mark.slow
