@@ -186,8 +186,8 @@ class Metrics:
                 "callstream_delayed_requests",
                 "Requests waiting durably in the timer tables of the partitions this worker "
                 "owns, by kind: retry (backing off after a retriable failure), retry_budget "
-                "(a retry deferred by its key's retry budget) or quota (waiting for their "
-                "tenant's next window).",
+                "(a retry deferred by its key's retry budget), quota (waiting for their "
+                "tenant's next window) or breaker (waiting for an open breaker).",
                 ["kind"],
                 registry=registry,
             ),
