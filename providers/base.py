@@ -105,7 +105,9 @@ class Provider:
             for n, op in spec.operations.items()
         }
         self._ceiling = WaitCeiling(self.name, spec.limits.max_retry_after_s)
-        self._rate_limits = RateLimitReader(spec.rate_limit_headers, ceiling=self._ceiling)
+        self._rate_limits = RateLimitReader(
+            spec.rate_limit_headers, style=spec.rate_limit_style, ceiling=self._ceiling
+        )
         self._keep = headers_to_keep(self._rate_limits.names)
         shape = spec.error_shape
         self._ok_path = tuple(shape.ok_field.split(".")) if shape.ok_field else None

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from providers.auth.config import AuthConfig, NoAuth
 from providers.header_names import RESERVED_HEADERS as _RESERVED_HEADERS
 from providers.header_names import check_header_name, check_header_value, is_token
+from providers.rate_limit_styles import RateLimitStyle, preset_for, style_dimensions
 
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 # Outcomes an app-level error code can map to; each is the ``reason`` of a class in errors.py.
@@ -191,18 +192,51 @@ class LimitsSpec(_Frozen):
 
 
 class RateLimitHeaders(_Frozen):
-    """Names of one rate-limit dimension's response headers."""
+    """How one rate-limit dimension is read from answers: a style's preset, header names, or
+    both (the fields given override the preset's)."""
 
+    # A preset (providers/rate_limit_styles.py): the style's dimension of this entry's name,
+    # or its only one. "ietf" also reads the structured RateLimit and RateLimit-Policy fields.
+    style: RateLimitStyle | None = None
     limit: str | None = None
     remaining: str | None = None
     reset: str | None = None
     # epoch_s: Unix time; delta_s: seconds from now; duration: "1m30s"/"250ms" (OpenAI).
     reset_kind: Literal["epoch_s", "delta_s", "duration"] = "delta_s"
+    # The length of the provider's window (60 for a per-minute limit), when the answer does
+    # not say it (IETF RateLimit-Policy "w" does; GitHub's style knows its hour).
+    window_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
     @field_validator("limit", "remaining", "reset")
     @classmethod
     def _names(cls, value: str | None) -> str | None:
         return None if value is None else check_header_name(value)
+
+
+def rate_limit_dimensions(
+    style: RateLimitStyle | None, declared: Mapping[str, RateLimitHeaders]
+) -> dict[str, RateLimitHeaders]:
+    """Every dimension read from answers, presets filled in; the first is the primary one.
+
+    The provider-wide ``style``'s dimensions come first, then the other ``declared`` ones.
+    A declared entry overrides, field by field, the preset of its own ``style`` or else of the
+    provider-wide style's dimension of the same name. Idempotent.
+
+    Raises:
+        ValueError: an entry's style has no dimension for it (one line).
+    """
+    presets = style_dimensions(style) if style is not None else {}
+    names = [*presets, *(name for name in declared if name not in presets)]
+    out: dict[str, RateLimitHeaders] = {}
+    for name in names:
+        entry = declared.get(name)
+        dim_style = entry.style if entry is not None and entry.style else None
+        if dim_style is None and name in presets:
+            dim_style = style
+        base = preset_for(dim_style, name) if dim_style is not None else {}
+        given = {f: getattr(entry, f) for f in entry.model_fields_set} if entry else {}
+        out[name] = RateLimitHeaders.model_validate({**base, **given, "style": dim_style})
+    return out
 
 
 class ErrorShape(_Frozen):
@@ -250,7 +284,11 @@ class ProviderSpec(_Frozen):
     capability: str | None = None
     idempotency_header: str | None = None
     request_id_header: str | None = "X-Request-Id"
-    # Dimension name ("requests", "tokens") → header names; the first is the primary one.
+    # The provider's rate-limit header shape: "github", "openai", "ietf", or "stripe"/"slack"
+    # (they send none, only 429s). Its dimensions come first.
+    rate_limit_style: RateLimitStyle | None = None
+    # Dimension name ("requests", "tokens") → how it is read (a style, header names, or both:
+    # names override the style's); the first dimension is the primary one.
     rate_limit_headers: dict[str, RateLimitHeaders] = Field(default_factory=dict)
     max_request_bytes: int = Field(default=1 << 20, ge=0)
     max_response_bytes: int = Field(default=8 << 20, ge=1)
@@ -274,6 +312,15 @@ class ProviderSpec(_Frozen):
         if parts.query or parts.fragment or parts.username or parts.password:
             raise ValueError("must not carry a query, fragment or credentials")
         return value.rstrip("/")
+
+    @field_validator("rate_limit_headers")
+    @classmethod
+    def _dimension_styles(cls, value: dict[str, RateLimitHeaders]) -> dict[str, RateLimitHeaders]:
+        # An entry naming a style must find its dimension in it (openai has two).
+        for name, entry in value.items():
+            if entry.style is not None:
+                preset_for(entry.style, name)
+        return value
 
     @field_validator("retryable_statuses")
     @classmethod

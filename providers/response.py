@@ -12,8 +12,17 @@ from email.utils import parsedate_to_datetime
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from providers.declaration import RateLimitHeaders
+from providers.declaration import RateLimitHeaders, rate_limit_dimensions
 from providers.errors import InvalidResponse
+from providers.rate_limit_styles import (
+    GITHUB_RESOURCE_HEADER,
+    GITHUB_WINDOWS_S,
+    IETF_FIELD,
+    IETF_POLICY_FIELD,
+    NOTHING,
+    RateLimitStyle,
+    read_ietf,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +45,9 @@ class RateLimitInfo(NamedTuple):
     limit: int | None = None
     remaining: int | None = None
     reset_after_s: float | None = None
+    # The length of the provider's window, when known (IETF policy "w", GitHub's hour, or the
+    # declaration's window_s): with ``limit`` it gives the provider's rate.
+    window_s: float | None = None
 
     @property
     def exhausted(self) -> bool:
@@ -143,38 +155,103 @@ class WaitCeiling:
 
 
 class RateLimitReader:
-    """Reads a provider's declared rate-limit headers (names lower-cased once, here)."""
+    """Reads a provider's rate-limit headers, one observation per declared dimension.
 
-    __slots__ = ("_ceiling", "_dimensions", "names")
+    Built once per provider: styles are resolved and names lower-cased here, so ``read`` (on
+    every response) only looks headers up.
+    """
+
+    __slots__ = ("_dimensions", "names")
 
     def __init__(
-        self, declared: Mapping[str, RateLimitHeaders], *, ceiling: WaitCeiling | None = None
+        self,
+        declared: Mapping[str, RateLimitHeaders],
+        *,
+        style: RateLimitStyle | None = None,
+        ceiling: WaitCeiling | None = None,
     ) -> None:
         """Args:
-        declared: dimension name -> its header names.
+        declared: dimension name -> how it is read (``rate_limit_headers``).
+        style: the provider-wide ``rate_limit_style``.
         ceiling: clamps reset waits; None trusts them unbounded.
+
+        Raises:
+            ValueError: a declared style has no dimension for its entry.
         """
-        self._ceiling = ceiling
-        self._dimensions = tuple(
-            (dim, (h.limit or "").lower(), (h.remaining or "").lower(), (h.reset or "").lower(),
-             h.reset_kind)
-            for dim, h in declared.items()
-        )  # fmt: skip
-        self.names = frozenset(n for d in self._dimensions for n in d[1:4] if n)
+        resolved = rate_limit_dimensions(style, declared)
+        self._dimensions = tuple(_Dimension(name, h, ceiling) for name, h in resolved.items())
+        self.names = frozenset(n for d in self._dimensions for n in d.names if n)
 
     def read(self, headers: Mapping[str, str], *, now: float) -> Mapping[str, RateLimitInfo]:
         """Each declared dimension found in lower-cased ``headers``, in declaration order."""
         if not self._dimensions:
             return _NO_LIMITS
         out: dict[str, RateLimitInfo] = {}
-        for dimension, limit, remaining, reset, kind in self._dimensions:
-            values = headers.get(limit), headers.get(remaining), headers.get(reset)
-            if values != (None, None, None):
-                reset_after = _reset_after(values[2], kind, now)
-                if self._ceiling is not None and reset_after is not None:
-                    reset_after = self._ceiling(reset_after, reset)
-                out[dimension] = RateLimitInfo(_int(values[0]), _int(values[1]), reset_after)
+        for dimension in self._dimensions:
+            info = dimension.read(headers, now)
+            if info is not None:
+                out[dimension.name] = info
         return out
+
+
+class _Dimension:
+    """One dimension's reading: its header names (lower-cased), plus the style's extras."""
+
+    __slots__ = ("_ceiling", "_ietf", "_kind", "_resource", "_window_s", "limit", "name",
+                 "remaining", "reset")  # fmt: skip
+
+    def __init__(self, name: str, declared: RateLimitHeaders, ceiling: WaitCeiling | None) -> None:
+        self.name = name
+        self.limit = (declared.limit or "").lower()
+        self.remaining = (declared.remaining or "").lower()
+        self.reset = (declared.reset or "").lower()
+        self._kind = declared.reset_kind
+        self._window_s = declared.window_s
+        self._ceiling = ceiling
+        self._ietf = declared.style == "ietf"
+        # GitHub names the resource an answer counted against; the search API's is a minute.
+        self._resource = GITHUB_RESOURCE_HEADER if declared.style == "github" else ""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The headers read (kept on replies)."""
+        extra = (IETF_FIELD, IETF_POLICY_FIELD) if self._ietf else (self._resource,)
+        return (self.limit, self.remaining, self.reset, *extra)
+
+    def read(self, headers: Mapping[str, str], now: float) -> RateLimitInfo | None:
+        """This dimension's observation, or None when the answer says nothing of it."""
+        if self._ietf:
+            return self._read_ietf(headers, now)
+        values = headers.get(self.limit), headers.get(self.remaining), headers.get(self.reset)
+        if values == (None, None, None):
+            return None
+        window_s = self._window_s
+        if self._resource:
+            window_s = GITHUB_WINDOWS_S.get(headers.get(self._resource, ""), window_s)
+        reset_after = self._clamp(_reset_after(values[2], self._kind, now), self.reset)
+        return RateLimitInfo(_count(values[0]), _count(values[1]), reset_after, window_s)
+
+    def _read_ietf(self, headers: Mapping[str, str], now: float) -> RateLimitInfo | None:
+        # The current draft's structured fields win; the older draft's separate ones fill gaps.
+        field, policy = headers.get(IETF_FIELD), headers.get(IETF_POLICY_FIELD)
+        seen = read_ietf(field, policy) if field is not None or policy is not None else NOTHING
+        limit = seen.limit if seen.limit is not None else _count(headers.get(self.limit))
+        remaining = seen.remaining
+        if remaining is None:
+            remaining = _count(headers.get(self.remaining))
+        reset_after, source = seen.reset_after_s, IETF_FIELD
+        if reset_after is None:
+            reset_after = _reset_after(headers.get(self.reset), self._kind, now)
+            source = self.reset
+        if limit is None and remaining is None and reset_after is None:
+            return None
+        window_s = seen.window_s if seen.window_s is not None else self._window_s
+        return RateLimitInfo(limit, remaining, self._clamp(reset_after, source), window_s)
+
+    def _clamp(self, reset_after: float | None, source: str) -> float | None:
+        if self._ceiling is None or reset_after is None:
+            return reset_after
+        return self._ceiling(reset_after, source)
 
 
 def retry_after_s(headers: Mapping[str, str], *, now: float) -> float | None:
@@ -233,16 +310,18 @@ def _reset_after(value: str | None, kind: str, now: float) -> float | None:
     if value is None:
         return None
     if kind == "duration":
-        return parse_duration(value)
+        seconds = parse_duration(value)
+        return None if seconds is None else max(0.0, seconds)
     seconds = _float(value)
     if seconds is None:
         return None
     return max(0.0, seconds - now) if kind == "epoch_s" else max(0.0, seconds)
 
 
-def _int(value: str | None) -> int | None:
+def _count(value: str | None) -> int | None:
+    """A limit or remaining count; a negative one is malformed, and ignored."""
     number = _float(value)
-    return int(number) if number is not None else None
+    return int(number) if number is not None and number >= 0 else None
 
 
 def _float(value: str | None) -> float | None:
