@@ -24,6 +24,7 @@ from agents.provider_caller.caller import Caller
 from agents.provider_caller.fallbacks import Fallbacks
 from agents.provider_caller.gateway import HttpGateway
 from agents.provider_caller.tenancy import TenantGate, TenantTable
+from agents.rate_limiter.adaptive import Mode, RateControl
 from agents.rate_limiter.book import LimitBook, ProviderLimit
 from agents.rate_limiter.limiter import Limiter, WaitCaps
 from agents.rate_limiter.partitions import LimiterPartitions
@@ -156,7 +157,14 @@ async def compose(settings: Settings) -> Worker:
     if settings.limiter.enabled:
         quotas = quota_table(settings, producer)
         book = limit_book(providers, settings.providers, settings.limiter, settings.tenants)
-        limiter = Limiter(book, quotas, metrics, caps=wait_caps(settings))
+        limiter = Limiter(
+            book,
+            quotas,
+            metrics,
+            caps=wait_caps(settings),
+            hold_retry_after_over_s=settings.limiter.adaptive.hold_retry_after_over_s,
+            warn_below_ratio=settings.limiter.adaptive.warn_below_ratio,
+        )
         listeners.append(LimiterPartitions(limiter, quotas))
     gateway = HttpGateway(providers, client, metrics)
     breakers, broadcast = breaker_board(settings, metrics, producer, providers)
@@ -225,7 +233,10 @@ async def compose(settings: Settings) -> Worker:
         topics=[settings.topics.requests, *bound_topics],
         gauges=[delay_gauge, *([limiter.update_gauges] if limiter else [])],
         closers=[gateway.close],
-        background=[broadcast.follow] if broadcast else [],
+        background=[
+            *([broadcast.follow] if broadcast else []),
+            *([limiter.control_forever] if limiter and adaptive_on(settings) else []),
+        ],
     )
     app = create_app(settings, metrics)
     app.health_probe = host.health
@@ -278,7 +289,23 @@ def limit_book(
         for name, provider in providers.items()
     }
     weights = {name: tenant.weight for name, tenant in (tenants or {}).items()}
-    return LimitBook(limits, limiter.quotas, jitter_s=limiter.jitter_s, weights=weights)
+    adaptive = limiter.adaptive
+    control = RateControl(
+        Mode(adaptive.mode),
+        declared_per_s=1.0,  # each key's own, in LimitBook.control_for
+        decrease=adaptive.decrease,
+        floor_ratio=adaptive.floor_ratio,
+        max_ceiling_ratio=adaptive.max_ceiling_ratio,
+        recovery_s=adaptive.recovery_s,
+    )
+    return LimitBook(
+        limits, limiter.quotas, jitter_s=limiter.jitter_s, weights=weights, adaptive=control
+    )
+
+
+def adaptive_on(settings: Settings) -> bool:
+    """Whether limit keys learn their real rate (``limiter.adaptive.mode`` not off)."""
+    return settings.limiter.adaptive.mode != Mode.OFF.value
 
 
 def wait_caps(settings: Settings) -> WaitCaps:

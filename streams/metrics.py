@@ -60,6 +60,11 @@ class Metrics:
     limiter_refusals: Counter
     limiter_waiting: Gauge
     limiter_tokens: Gauge
+    limiter_rate: Gauge
+    limiter_learned_limit: Gauge
+    limiter_throttled: Counter
+    limiter_rate_cuts: Counter
+    limiter_bound_seconds: Counter
     forwarded: Counter
     skipped: Counter
     outcomes_reduced: Counter
@@ -160,6 +165,38 @@ class Metrics:
                 "callstream_limiter_tokens_available",
                 "Tokens available now, per limit key owned by this worker.",
                 ["limit_key"],
+                registry=registry,
+            ),
+            limiter_rate=Gauge(
+                "callstream_limiter_rate_per_s",
+                "The rate enforced now per limit key (adaptive: between its floor and ceiling).",
+                ["limit_key"],
+                registry=registry,
+            ),
+            limiter_learned_limit=Gauge(
+                "callstream_limiter_learned_limit_per_s",
+                "Per limit key, the provider's real limit as learned: the rate it last refused "
+                "(429), or the ceiling its headers set (the declared rate if neither).",
+                ["limit_key"],
+                registry=registry,
+            ),
+            limiter_throttled=Counter(
+                "callstream_limiter_throttled",
+                "Calls the provider refused with 429, per limit key.",
+                ["limit_key"],
+                registry=registry,
+            ),
+            limiter_rate_cuts=Counter(
+                "callstream_limiter_rate_cuts",
+                "Adaptive rate decreases per limit key (429s of calls sent before a cut are "
+                "the old rate's and cut nothing).",
+                ["limit_key"],
+                registry=registry,
+            ),
+            limiter_bound_seconds=Counter(
+                "callstream_limiter_bound_seconds",
+                "Seconds a limit key's adaptive rate spent at its floor or its ceiling.",
+                ["limit_key", "bound"],
                 registry=registry,
             ),
             outcomes_reduced=Counter(

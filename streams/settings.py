@@ -159,10 +159,41 @@ class QuotaRule(_Section):
     on_exceed: Literal["reject", "queue"] = "reject"
 
 
+class AdaptiveSettings(_Section):
+    """Learning each limit key's real rate from the provider's answers (README, "Adaptive
+    rate limits"): the enforced rate moves between a floor and the declared rate (higher when
+    the provider's own headers show more)."""
+
+    # off: enforce the declared rate (a 429 only delays its request and holds the key for the
+    # provider's Retry-After); aimd: additive increase, multiplicative decrease; cubic: a
+    # decrease on a 429 then a cubic probe back to the rate that was refused and, past it,
+    # beyond (bench adaptive measures both: cubic keeps more of the real limit).
+    mode: Literal["off", "aimd", "cubic"] = "cubic"
+    # The rate after a 429 is this share of the rate that was refused. 0.9 with recovery_s 8:
+    # in a simulation of 60, 80 then 40/s behind a declared 100/s, cubic kept 97.6% of the
+    # real limit with 0.4% of calls refused; 0.7 kept 90% and swung 30% below the limit.
+    decrease: float = Field(default=0.9, gt=0, lt=1)
+    # The floor, as a share of the declared rate: never slower than this.
+    floor_ratio: float = Field(default=0.05, gt=0, le=1)
+    # How far above the declared rate the provider's headers may lift the ceiling.
+    max_ceiling_ratio: float = Field(default=2.0, ge=1, le=100)
+    # Seconds a cubic probe takes to climb back to the refused rate; aimd climbs that far in
+    # the same time, linearly.
+    recovery_s: float = Field(default=8.0, gt=0, le=600)
+    # A 429's Retry-After holds the whole key only when longer than this: "1" (the shortest
+    # whole-second answer a token-bucket provider can give) says "soon", and holding the key
+    # a second per 429 cost a third of the real limit; the refused request itself always
+    # waits its Retry-After.
+    hold_retry_after_over_s: float = Field(default=1.0, ge=0)
+    # Warn when the learned limit stays below this share of the declared one.
+    warn_below_ratio: float = Field(default=0.5, gt=0, le=1)
+
+
 class LimiterSettings(_Section):
     """Rate limits (from each provider's declaration) and tenant quotas."""
 
     enabled: bool = True
+    adaptive: AdaptiveSettings = AdaptiveSettings()
     # Arrival-time jitter between our send and the provider's clock that the limiter absorbs
     # by keeping this much burst in reserve (see agents/rate_limiter/bucket.py).
     jitter_s: float = Field(default=0.05, ge=0, le=5)

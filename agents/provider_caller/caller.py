@@ -384,7 +384,9 @@ class Caller:
                     breaker, judged or CallResult.IGNORED, duration_s, probe=probe
                 )
             if isinstance(exc, RateLimited) and self._limiter is not None:
-                self._limiter.observe_rate_limited(request, source.partition, exc.retry_after_s)
+                self._limiter.observe_rate_limited(
+                    request, source.partition, exc.retry_after_s, sent_at=started_ms / 1000
+                )
             attempt = _attempt(request, exc, started_ms, duration_s, resumed.attempts)
             return self._failed(source, request, exc, (*resumed.attempts, attempt), key)
         except BaseException:  # cancelled while waiting for a call slot: free the probe's place

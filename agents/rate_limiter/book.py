@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
+from agents.rate_limiter.adaptive import Mode, RateControl
 from agents.rate_limiter.bucket import LimitPolicy, shard
 from agents.rate_limiter.quota import QuotaPolicy
 from schemas.keys import parse_limit_key, request_limit_key
@@ -48,8 +49,15 @@ class LimitBook:
         *,
         jitter_s: float = 0.05,
         weights: Mapping[str, float] | None = None,
+        adaptive: RateControl | None = None,
     ) -> None:
+        """Args:
+        adaptive: how limit keys learn their real rate (its ``declared_per_s`` is replaced by
+            each key's); None enforces the declared rates.
+        """
         self._limits = dict(limits)
+        self._adaptive = adaptive or RateControl(Mode.OFF, 1.0)
+        self._controls: dict[str, RateControl] = {}
         # Tenant -> fair-share weight in the waiting room; a tenant not named weighs 1.
         self._weights = dict(weights or {})
         self._policies = {
@@ -85,6 +93,14 @@ class LimitBook:
         if policy is None:
             policy = self._key_policies[key] = self._policies[parse_limit_key(key).provider]
         return policy
+
+    def control_for(self, key: str) -> RateControl:
+        """How the rate of a limit key may move around its declared (per-shard) rate."""
+        control = self._controls.get(key)
+        if control is None:
+            declared = self.policy_for(key).rate_per_s
+            control = self._controls[key] = replace(self._adaptive, declared_per_s=declared)
+        return control
 
     def weight_for(self, tenant: str) -> float:
         """The tenant's share of a limit key's calls when several tenants wait on it."""

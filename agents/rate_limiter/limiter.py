@@ -28,11 +28,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import NamedTuple, Protocol, TypeVar
 
+from agents.rate_limiter.adaptive import Mode, RateState, learned_rate
 from agents.rate_limiter.book import LimitBook
 from agents.rate_limiter.bucket import Bucket, available, observe_provider_headers
 from agents.rate_limiter.gate import BucketGate
@@ -43,14 +46,21 @@ from agents.rate_limiter.quota import (
     Verdict,
     check_and_count,
 )
+from agents.rate_limiter.rates import KeyRates, rate_key
 from agents.rate_limiter.waiting_room import WaitingRoom
 from providers.response import RateLimitInfo
 from schemas.models import RequestEvent
+from streams.errors import CallstreamError
 from streams.metrics import LabelledCache, Metrics
 
 log = logging.getLogger(__name__)
 
 K = TypeVar("K")
+
+# How often the adaptive rates probe upward and are written (``Limiter.control_forever``).
+CONTROL_PERIOD_S = 0.25
+# A learned limit far below the declared one is worth a warning, but once in a while per key.
+_WARN_EVERY_S = 600.0
 
 
 class Admission(enum.Enum):
@@ -122,14 +132,22 @@ class PartitionLimiter:
         metrics: Metrics,
         clock: Callable[[], float],
         caps: WaitCaps = DEFAULT_CAPS,
+        load: Callable[[str], RateState | None] = lambda key: None,
     ) -> None:
+        """Args:
+        load: a key's adaptive state as a previous owner wrote it, if any.
+        """
         self.partition = partition
         self._book = book
         self._metrics = metrics
         self._clock = clock
         self._caps = caps
         self._buckets: dict[str, Bucket] = {}
-        self._gate = BucketGate(self._buckets, book.policy_for)
+        self.rates = KeyRates(book.policy_for, book.control_for, load)
+        self._gate = BucketGate(self._buckets, self.rates.policy_for)
+        # Keys whose callers found no token since the last control tick: backlogged, so
+        # their rate may probe upward (adaptive.grow).
+        self._backlogged: set[str] = set()
         # Fair share among the tenants backlogged on one key, by their weights.
         self._waiting: WaitingRoom[asyncio.Future[_Wait]] = WaitingRoom(book.weight_for)
         # Our own counts of waiting requests, for the caps (the room orders, we bound).
@@ -157,6 +175,7 @@ class PartitionLimiter:
         idle = not self._waiting.count(key)
         if idle and self._gate.try_take(key, 1, now) == 0.0:
             return _Wait.GO
+        self._backlogged.add(key)
         tenant = request.tenant
         by_key = self._by_key.get(key, 0)
         by_tenant = self._by_tenant.get(tenant, 0)
@@ -201,15 +220,30 @@ class PartitionLimiter:
                 remaining=remaining,
                 reset_s=reset_s,
                 now=self._clock(),
-                policy=self._book.policy_for(key),
+                policy=self.rates.policy_for(key),
             )
+
+    def throttled(self, key: str, *, sent_at: float, hold_s: float | None) -> bool:
+        """A 429 for a call sent at ``sent_at``: cut the key's rate (once per cut, see
+        ``adaptive.throttled``) and empty its bucket, held ``hold_s`` if given. True if cut."""
+        cut = self.rates.throttled(key, now=self._clock(), sent_at=sent_at)
+        self.observe(key, remaining=0, reset_s=hold_s)
+        return cut
+
+    def control(self, elapsed_s: float) -> None:
+        """One control tick: the keys backlogged since the last one probe upward by
+        ``elapsed_s``."""
+        backlogged = self._backlogged
+        backlogged.update(self._by_key)  # still waiting: still backlogged
+        self._backlogged = set()
+        self.rates.grow(backlogged, elapsed_s)
 
     def waiting(self) -> dict[str, int]:
         return self._waiting.counts()
 
     def tokens(self, now: float) -> dict[str, float]:
         return {
-            key: available(bucket, now=now, policy=self._book.policy_for(key))
+            key: available(bucket, now=now, policy=self.rates.policy_for(key))
             for key, bucket in self._buckets.items()
         }
 
@@ -263,15 +297,23 @@ class Limiter:
         *,
         clock: Callable[[], float] = time.time,
         caps: WaitCaps = DEFAULT_CAPS,
+        hold_retry_after_over_s: float = 0.0,
+        warn_below_ratio: float = 0.5,
     ) -> None:
         """Args:
         caps: bounds on waiting per partition (``LimiterSettings``).
+        hold_retry_after_over_s: with adaptive rates, a 429's Retry-After holds its whole key
+            only when longer than this (``AdaptiveSettings``).
+        warn_below_ratio: warn when a key's learned limit is below this share of its declared.
         """
         self._book = book
         self._quotas = quotas
         self._metrics = metrics
         self._clock = clock
         self._caps = caps
+        self._hold_over_s = hold_retry_after_over_s
+        self._warn_below = warn_below_ratio
+        self._warned_at: dict[str, float] = {}
         self._partitions: dict[int, PartitionLimiter] = {}
         # By provider; bounded: admit only sees configured providers.
         self._wait_histograms = LabelledCache(metrics.limiter_wait_seconds)
@@ -283,7 +325,12 @@ class Limiter:
         for partition in partitions:
             if partition not in self._partitions:
                 self._partitions[partition] = PartitionLimiter(
-                    partition, self._book, self._metrics, self._clock, self._caps
+                    partition,
+                    self._book,
+                    self._metrics,
+                    self._clock,
+                    self._caps,
+                    load=functools.partial(self._load_rate, partition),
                 )
 
     def revoke(self, partitions: Iterable[int]) -> None:
@@ -405,7 +452,8 @@ class Limiter:
 
     def observe(self, request: RequestEvent, partition: int, info: RateLimitInfo | None) -> None:
         """A successful reply's rate-limit headers (its primary dimension): lower the key's
-        bucket to the calls the provider says remain, if it said.
+        bucket to the calls the provider says remain, if it said; a limit with its window
+        sets the key's adaptive ceiling.
 
         The reset is not passed on: ``observe_provider_headers`` reads it as the end of a fixed
         window and places the remaining calls just before it, which holds the key back for
@@ -413,19 +461,96 @@ class Limiter:
         second, held every key for a second after every reply). A 429 still holds the key
         for the provider's wait (``observe_rate_limited``).
         """
-        if info is None or info.remaining is None:
-            return
         limiter = self._partitions.get(partition)
-        if limiter is not None:
-            limiter.observe(self.limit_key(request), remaining=info.remaining, reset_s=None)
+        if info is None or limiter is None:
+            return
+        key = self.limit_key(request)
+        if info.limit is not None and info.window_s is not None:
+            limiter.rates.headers(key, limit=info.limit, window_s=info.window_s)
+        if info.remaining is not None:
+            limiter.observe(key, remaining=info.remaining, reset_s=None)
 
     def observe_rate_limited(
-        self, request: RequestEvent, partition: int, retry_after_s: float | None
+        self,
+        request: RequestEvent,
+        partition: int,
+        retry_after_s: float | None,
+        *,
+        sent_at: float,
     ) -> None:
-        """A 429 (or an exhausted limit header): hold the key back for the provider's wait."""
+        """A 429 (or an exhausted limit header) for a call sent at ``sent_at``.
+
+        With adaptive rates the key's rate is cut and its bucket emptied; the provider's
+        Retry-After holds the whole key only when longer than ``hold_retry_after_over_s`` (the
+        refused request itself waits it in any case: a retry). Without, the key is held for
+        the provider's wait, as declared.
+        """
         limiter = self._partitions.get(partition)
-        if limiter is not None:
-            limiter.observe(self.limit_key(request), remaining=0, reset_s=retry_after_s or 1.0)
+        if limiter is None:
+            return
+        key = self.limit_key(request)
+        self._metrics.limiter_throttled.labels(key).inc()
+        if self._book.control_for(key).mode is Mode.OFF:
+            limiter.observe(key, remaining=0, reset_s=retry_after_s or 1.0)
+            return
+        hold = retry_after_s if retry_after_s and retry_after_s > self._hold_over_s else None
+        if limiter.throttled(key, sent_at=sent_at, hold_s=hold):
+            self._metrics.limiter_rate_cuts.labels(key).inc()
+            state = limiter.rates.state(key)
+            if state is not None:
+                log.info(
+                    "%s: 429, rate cut to %.1f/s (refused at %.1f/s)",
+                    key, state.rate_per_s, state.refused_per_s,
+                )  # fmt: skip
+
+    async def control_forever(self) -> None:
+        """Every ``CONTROL_PERIOD_S``: backlogged keys probe upward, learned rates are
+        written to the quota table, and time at the floor and the ceiling is counted."""
+        last = self._clock()
+        while True:
+            await asyncio.sleep(CONTROL_PERIOD_S)
+            now = self._clock()
+            elapsed, last = max(0.0, now - last), now
+            for limiter in list(self._partitions.values()):
+                limiter.control(elapsed)
+                for key, state in limiter.rates.states().items():
+                    self._account(key, state, elapsed, now)
+                for key, state in limiter.rates.to_persist():
+                    await self._persist(limiter, key, state)
+
+    def _account(self, key: str, state: RateState, elapsed_s: float, now: float) -> None:
+        control = self._book.control_for(key)
+        if state.rate_per_s <= control.floor_per_s:
+            self._metrics.limiter_bound_seconds.labels(key, "floor").inc(elapsed_s)
+        elif state.rate_per_s >= state.ceiling_per_s:
+            self._metrics.limiter_bound_seconds.labels(key, "ceiling").inc(elapsed_s)
+        learned = learned_rate(state)
+        far_below = learned < self._warn_below * control.declared_per_s
+        if far_below and now - self._warned_at.get(key, -math.inf) >= _WARN_EVERY_S:
+            self._warned_at[key] = now
+            log.warning(
+                "%s: the provider refuses above about %.1f/s, far below the declared "
+                "%.1f/s: correct limits.rate_per_s in its declaration",
+                key, learned, control.declared_per_s,
+            )  # fmt: skip
+
+    async def _persist(self, limiter: PartitionLimiter, key: str, state: RateState) -> None:
+        if self._partitions.get(limiter.partition) is not limiter:
+            return  # revoked meanwhile: the next owner starts from what was written before
+        try:
+            await self._quotas.put(limiter.partition, rate_key(key), state.to_bytes())
+        except CallstreamError as exc:  # the table went with the partition
+            log.debug("%s: rate state not written: %s", key, exc)
+
+    def _load_rate(self, partition: int, key: str) -> RateState | None:
+        raw = self._quotas.get(partition, rate_key(key))
+        if raw is None:
+            return None
+        try:
+            return RateState.from_bytes(raw)
+        except ValueError as exc:
+            log.warning("%s: unreadable rate state in the quota table, starting over: %s", key, exc)
+            return None
 
     def update_gauges(self) -> None:
         """Waiting requests and available tokens per limit key, for /metrics."""
@@ -435,6 +560,9 @@ class Limiter:
                 self._metrics.limiter_waiting.labels(key).set(count)
             for key, tokens in limiter.tokens(now).items():
                 self._metrics.limiter_tokens.labels(key).set(tokens)
+            for key, state in limiter.rates.states().items():
+                self._metrics.limiter_rate.labels(key).set(state.rate_per_s)
+                self._metrics.limiter_learned_limit.labels(key).set(learned_rate(state))
 
     def close(self) -> None:
         self.revoke(list(self._partitions))
