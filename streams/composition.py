@@ -21,6 +21,7 @@ from agents.breaker.board import BreakerBoard
 from agents.breaker.state import BreakerPolicy, from_bytes, snapshot
 from agents.provider_caller.bulkhead import Bulkheads
 from agents.provider_caller.caller import Caller
+from agents.provider_caller.concurrency import ConcurrencyLimits
 from agents.provider_caller.fallbacks import Fallbacks
 from agents.provider_caller.gateway import HttpGateway
 from agents.provider_caller.tenancy import TenantGate, TenantTable
@@ -174,6 +175,7 @@ async def compose(settings: Settings) -> Worker:
         for kind, count in delays.counts().items():
             metrics.delayed.labels(kind).set(count)
 
+    concurrency, concurrency_gauge = concurrency_limits(settings, metrics)
     codecs = Codecs()
     no_return = PointOfNoReturn()  # shared: the loop cancels on revocation only what has not called
     caller = Caller(
@@ -203,6 +205,7 @@ async def compose(settings: Settings) -> Worker:
             limit_key=limiter.limit_key if limiter else lambda request: request.provider,
             encode=codecs.request.encode,
         ),
+        concurrency=concurrency,
     )
     publisher = OutcomePublisher(
         producer,
@@ -231,7 +234,7 @@ async def compose(settings: Settings) -> Worker:
         producer=producer,
         loop=loop,
         topics=[settings.topics.requests, *bound_topics],
-        gauges=[delay_gauge, *([limiter.update_gauges] if limiter else [])],
+        gauges=[delay_gauge, concurrency_gauge, *([limiter.update_gauges] if limiter else [])],
         closers=[gateway.close],
         background=[
             *([broadcast.follow] if broadcast else []),
@@ -301,6 +304,23 @@ def limit_book(
     return LimitBook(
         limits, limiter.quotas, jitter_s=limiter.jitter_s, weights=weights, adaptive=control
     )
+
+
+def concurrency_limits(
+    settings: Settings, metrics: Metrics
+) -> tuple[ConcurrencyLimits | None, Callable[[], None]]:
+    """Adaptive calls in flight per limit key (None when off), and their gauge's updater."""
+    if not settings.limiter.adaptive.concurrency:
+        return None, lambda: None
+    limits = ConcurrencyLimits(
+        settings.caller.max_in_flight, tolerance=settings.limiter.adaptive.latency_tolerance
+    )
+
+    def gauge() -> None:
+        for key, limit in limits.limits().items():
+            metrics.concurrency_limit.labels(key).set(limit)
+
+    return limits, gauge
 
 
 def adaptive_on(settings: Settings) -> bool:

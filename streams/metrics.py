@@ -65,6 +65,7 @@ class Metrics:
     limiter_throttled: Counter
     limiter_rate_cuts: Counter
     limiter_bound_seconds: Counter
+    concurrency_limit: Gauge
     forwarded: Counter
     skipped: Counter
     outcomes_reduced: Counter
@@ -190,6 +191,13 @@ class Metrics:
                 "callstream_limiter_rate_cuts",
                 "Adaptive rate decreases per limit key (429s of calls sent before a cut are "
                 "the old rate's and cut nothing).",
+                ["limit_key"],
+                registry=registry,
+            ),
+            concurrency_limit=Gauge(
+                "callstream_concurrency_limit",
+                "Calls in flight allowed per limit key, lowered when latency rises over its "
+                "baseline (limiter.adaptive.concurrency).",
                 ["limit_key"],
                 registry=registry,
             ),

@@ -187,6 +187,11 @@ class AdaptiveSettings(_Section):
     hold_retry_after_over_s: float = Field(default=1.0, ge=0)
     # Warn when the learned limit stays below this share of the declared one.
     warn_below_ratio: float = Field(default=0.5, gt=0, le=1)
+    # Calls in flight per limit key adapt to latency (agents/provider_caller/concurrency.py):
+    # when a key's recent latency exceeds latency_tolerance times its slow average, its
+    # limit (at most caller.max_in_flight) shrinks, before the provider starts refusing.
+    concurrency: bool = True
+    latency_tolerance: float = Field(default=2.0, ge=1.1, le=100)
 
 
 class LimiterSettings(_Section):

@@ -25,6 +25,7 @@ from agents.breaker.board import BreakerBoard
 from agents.breaker.state import CallResult, PermitKind
 from agents.outcomes import dead_letter, result
 from agents.provider_caller.bulkhead import Bulkheads
+from agents.provider_caller.concurrency import ConcurrencyLimits
 from agents.provider_caller.fallbacks import Fallbacks
 from agents.provider_caller.tenancy import TenantGate
 from agents.rate_limiter.limiter import Admission, Limiter
@@ -118,6 +119,7 @@ class Caller:
         max_wait_s: float = 300.0,
         bulkheads: Bulkheads | None = None,
         fallbacks: Fallbacks | None = None,
+        concurrency: ConcurrencyLimits | None = None,
     ) -> None:
         """Args:
         gateway: calls providers.
@@ -142,6 +144,7 @@ class Caller:
         max_wait_s: how long a request without a deadline may wait for an open breaker.
         bulkheads: calls at once per provider or operation (None: only ``max_in_flight``).
         fallbacks: answers when a provider cannot (None: no fallbacks).
+        concurrency: adaptive calls-in-flight limits per limit key (None: none).
         """
         self._gateway = gateway
         self._decoder = decoder
@@ -161,6 +164,7 @@ class Caller:
         self._max_wait_ms = int(max_wait_s * 1000)
         self._bulkheads = bulkheads
         self._fallbacks = fallbacks
+        self._concurrency = concurrency
 
     async def handle(self, source: SourceRecord) -> Outcome | Forward | Delay:
         """The outcome of one record. Never raises, except CancelledError when the record's
@@ -374,7 +378,7 @@ class Caller:
         if self._retries is not None and not resumed.attempts:
             self._retries.first_call(key)  # the retry budget grows with first calls
         try:
-            reply = await self._send(request, prepared)
+            reply = await self._send(request, prepared, key)
         except ProviderError as exc:
             duration_s = time.perf_counter() - started
             if self._breakers is not None:
@@ -425,8 +429,28 @@ class Caller:
         )
         return Outcome(done, reply_to=request.reply_to)
 
-    async def _send(self, request: RequestEvent, prepared: PreparedRequest) -> ProviderReply:
-        """Take the provider's bulkhead, then a call slot, and call: the point of no return."""
+    async def _send(
+        self, request: RequestEvent, prepared: PreparedRequest, key: str
+    ) -> ProviderReply:
+        """Take a place under the key's adaptive concurrency limit, then the provider's
+        bulkhead, then a call slot, and call: the point of no return."""
+        if self._concurrency is None:
+            return await self._send_now(request, prepared)
+        limit = self._concurrency[key]
+        await limit.acquire()
+        started = time.perf_counter()
+        latency_s: float | None = None
+        try:
+            reply = await self._send_now(request, prepared)
+            latency_s = reply.latency_s
+            return reply
+        except ProviderTimeout:
+            latency_s = time.perf_counter() - started  # slowness is what it learns from
+            raise
+        finally:
+            limit.release(latency_s)  # other failures say nothing about the queue
+
+    async def _send_now(self, request: RequestEvent, prepared: PreparedRequest) -> ProviderReply:
         bulkhead = None
         if self._bulkheads is not None:
             bulkhead = self._bulkheads.slot(request.provider, request.operation)
