@@ -191,6 +191,9 @@ def start(
         QUAIL_KEY=API_KEY,
         CALLSTREAM_CALLER__MAX_IN_FLIGHT=str(MAX_IN_FLIGHT),
         CALLSTREAM_PROVIDERS__FAKE__MAX_CONCURRENT_CALLS=str(p_bulkhead),
+        # Adaptive concurrency would shrink P's calls in flight as its latency balloons and
+        # protect Q by itself (it did: Q kept 98% without a bulkhead), leaving no control.
+        CALLSTREAM_LIMITER__ADAPTIVE__CONCURRENCY="false",
         # The bulkhead alone is under test. At SLOW_MS every call of P is slow (the default
         # slow_call_threshold_s is 5 s), so P's breaker would open once 20 had finished in its
         # 10 s window and stop P's calls: it would hide what the bulkhead does by itself.
