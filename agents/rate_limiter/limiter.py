@@ -515,6 +515,7 @@ class Limiter:
                 limiter.control(elapsed)
                 for key, state in limiter.rates.states().items():
                     self._account(key, state, elapsed, now)
+                    self._export(key, state)  # at once: the rate moves faster than /metrics
                 for key, state in limiter.rates.to_persist():
                     await self._persist(limiter, key, state)
 
@@ -561,8 +562,11 @@ class Limiter:
             for key, tokens in limiter.tokens(now).items():
                 self._metrics.limiter_tokens.labels(key).set(tokens)
             for key, state in limiter.rates.states().items():
-                self._metrics.limiter_rate.labels(key).set(state.rate_per_s)
-                self._metrics.limiter_learned_limit.labels(key).set(learned_rate(state))
+                self._export(key, state)
+
+    def _export(self, key: str, state: RateState) -> None:
+        self._metrics.limiter_rate.labels(key).set(state.rate_per_s)
+        self._metrics.limiter_learned_limit.labels(key).set(learned_rate(state))
 
     def close(self) -> None:
         self.revoke(list(self._partitions))

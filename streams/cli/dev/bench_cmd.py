@@ -558,3 +558,75 @@ def outage(
     print_outage(console, report)
     if as_json:
         sys.stdout.write(json.dumps({"outage": report}) + "\n")
+
+
+@bench_app.command("adaptive")
+def adaptive(
+    scenario: Annotated[
+        str,
+        typer.Option(
+            help="changing: the real limit 60/s, then 80/s, then 40/s; fixed: 50/s throughout."
+        ),
+    ] = "changing",
+    phase_s: Annotated[
+        float, typer.Option("--phase-s", min=5, help="Seconds of each phase of the real limit.")
+    ] = 40,
+    headers: Annotated[
+        bool,
+        typer.Option(
+            "--headers/--no-headers",
+            help="Whether the worker's declaration names the fake's X-RateLimit-* headers "
+            "(without: only 429s and their Retry-After inform it).",
+        ),
+    ] = False,
+    variants: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated, of static (declared rate, no retries), retry (declared "
+            "rate, 429s retried), aimd and cubic (limiter.adaptive.mode)."
+        ),
+    ] = "static,retry,aimd,cubic",
+    warm_up_s: Annotated[
+        float,
+        typer.Option(
+            "--warm-up-s",
+            min=0,
+            help="Seconds of load not counted in throughput_per_s (at most half a phase).",
+        ),
+    ] = 5,
+    bootstrap: BenchBootstrap = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print only the JSON line on stdout (progress and table on stderr)."
+        ),
+    ] = False,
+) -> None:
+    """A declared rate limit above the provider's real, hidden one: static, retries, adaptive."""
+    from streams.cli.dev.adaptive_bench import (
+        SCENARIOS,
+        VARIANT_NAMES,
+        make_plan,
+        measure_adaptive,
+        print_adaptive,
+    )
+
+    if scenario not in SCENARIOS:
+        raise typer.BadParameter(" or ".join(SCENARIOS), param_hint="--scenario")
+    names = [name.strip() for name in variants.split(",") if name.strip()]
+    if not names or set(names) - set(VARIANT_NAMES):
+        raise typer.BadParameter(
+            f"a comma-separated list of {', '.join(VARIANT_NAMES)}", param_hint="--variants"
+        )
+    console = Console(stderr=as_json)
+    plan = make_plan(scenario, phase_s, headers=headers, warm_up_s=warm_up_s)
+    with scratch_dir("callstream-bench-") as tmp, _broker(bootstrap) as broker:
+        reals = ", then ".join(f"{phase.real_per_s:g}/s" for phase in plan.phases)
+        console.print(
+            f"broker {broker.servers}; declared {plan.declared_per_s:g}/s, real {reals}, "
+            f"{phase_s:g} s each; variants {', '.join(names)}"
+        )
+        report = measure_adaptive(tmp, broker.servers, plan, names, console)
+    print_adaptive(console, report)
+    if as_json:
+        sys.stdout.write(json.dumps({"adaptive": report}) + "\n")

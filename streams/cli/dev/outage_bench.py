@@ -29,16 +29,11 @@ from rich.table import Table
 
 from schemas.models import DeadLetterEvent, RequestEvent, ResultEvent, now_ms
 from streams.cli.common import run
-from streams.cli.dev.dev_cmd import DEMO_API_KEY, worker_env
+from streams.cli.dev.dev_cmd import DEMO_API_KEY
 from streams.cli.dev.processes import start_fake_provider, start_worker, wait_worker_ready
+from streams.cli.dev.roundtrip import bench_topics, bench_worker_env, cancel_all, read_outcomes
 from streams.sdk import CallstreamClient
-from streams.settings import (
-    BreakerSettings,
-    KafkaSettings,
-    ProviderSettings,
-    Settings,
-    TopicSettings,
-)
+from streams.settings import BreakerSettings, KafkaSettings, ProviderSettings, Settings
 
 FAKE_LATENCY_MS = 5
 # One shard: the fake's limit has one key, hence one breaker (with N shards the provider would
@@ -172,11 +167,17 @@ def _run_variant(
     tmp: Path, servers: str, variant: Variant, plan: OutagePlan, console: Console
 ) -> dict[str, Any]:
     prefix = f"bench-outage-{variant.name}.{int(time.time())}"  # fresh topics and group
-    topics = TopicSettings(
-        requests=f"{prefix}.requests", results=f"{prefix}.results", dead_letters=f"{prefix}.dlq"
-    )
+    topics = bench_topics(prefix)
     fake = start_fake_provider(tmp, "--api-key", DEMO_API_KEY, "--latency-ms", str(FAKE_LATENCY_MS))
-    env = _worker_env(tmp, servers, fake.url, variant, prefix, topics)
+    env = bench_worker_env(
+        tmp,
+        servers,
+        fake.url,
+        prefix,
+        topics,
+        CALLSTREAM_PROVIDERS__FAKE__SHARDS=str(SHARDS),
+        **variant.env,
+    )
     worker = start_worker(tmp, env, name=prefix)
     try:
         wait_worker_ready(worker, timeout_s=90)
@@ -191,22 +192,6 @@ def _run_variant(
         worker.stop()
         fake.stop()
     return _figures(plan, variant, tally, timeline, final_stats)
-
-
-def _worker_env(
-    tmp: Path, servers: str, fake_url: str, variant: Variant, app_id: str, topics: TopicSettings
-) -> dict[str, str]:
-    return {
-        **worker_env(servers, fake_url, tmp, embedded=False),
-        "CALLSTREAM_APP_ID": app_id,
-        "CALLSTREAM_DATA_DIR": str(tmp / app_id),
-        "CALLSTREAM_TOPICS__REQUESTS": topics.requests,
-        "CALLSTREAM_TOPICS__RESULTS": topics.results,
-        "CALLSTREAM_TOPICS__DEAD_LETTERS": topics.dead_letters,
-        "CALLSTREAM_PROVIDERS__FAKE__SHARDS": str(SHARDS),
-        "CALLSTREAM_LOG_LEVEL": "warning",
-        **variant.env,
-    }
 
 
 async def _drive(
@@ -239,7 +224,11 @@ async def _drive(
 
     tasks: list[asyncio.Task[None]] = []
     async with httpx.AsyncClient(timeout=5) as http, CallstreamClient(settings) as client:
-        tasks += _read_outcomes(client, tally, on_outcome)
+        tasks += read_outcomes(
+            client,
+            lambda event: on_outcome(tally.add_result(event)),
+            lambda letter: on_outcome(tally.add_dead_letter(letter)),
+        )
         with progress:
             try:
                 load = asyncio.create_task(_offer_load(client, plan, tally, on_published))
@@ -254,30 +243,8 @@ async def _drive(
                         await tally.done.wait()
                 say("done" if tally.done.is_set() else "gave up waiting for outcomes")
             finally:
-                await _cancel(tasks)
+                await cancel_all(tasks)
     return tally, timeline
-
-
-def _read_outcomes(
-    client: CallstreamClient, tally: _Tally, on_outcome: Callable[[bool], None]
-) -> list[asyncio.Task[None]]:
-    async def read_results() -> None:
-        async for event in client.results():
-            on_outcome(tally.add_result(event))
-
-    async def read_dead_letters() -> None:
-        async for letter in client.dead_letters():
-            on_outcome(tally.add_dead_letter(letter))
-
-    return [asyncio.create_task(read_results()), asyncio.create_task(read_dead_letters())]
-
-
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def _offer_load(

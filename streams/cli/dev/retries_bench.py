@@ -11,7 +11,6 @@ its dead letter's last failure.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import time
@@ -22,16 +21,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from providers.fake.provider import FAKE_PROVIDER
 from schemas.models import DeadLetterEvent, RequestEvent, ResultEvent
 from streams.cli.common import run
-from streams.cli.dev.dev_cmd import DEMO_API_KEY, worker_env
+from streams.cli.dev.dev_cmd import DEMO_API_KEY
 from streams.cli.dev.processes import start_fake_provider, start_worker, wait_worker_ready
+from streams.cli.dev.roundtrip import (
+    bench_topics,
+    bench_worker_env,
+    cancel_all,
+    declare_fake,
+    read_outcomes,
+)
 from streams.errors import CallstreamError
 from streams.sdk import CallstreamClient
 from streams.settings import KafkaSettings, Settings, TopicSettings
@@ -178,9 +182,7 @@ def _run_variant(
     console: Console,
 ) -> dict[str, Any]:
     prefix = f"bench-retries-{variant.name}.{int(time.time())}"  # fresh topics and group
-    topics = TopicSettings(
-        requests=f"{prefix}.requests", results=f"{prefix}.results", dead_letters=f"{prefix}.dlq"
-    )
+    topics = bench_topics(prefix)
     fake = start_fake_provider(tmp, *fake_args(failure_rate))
     worker = start_worker(
         tmp, _worker_env(tmp, servers, fake.url, variant, prefix, topics), name=prefix
@@ -204,32 +206,21 @@ def _run_variant(
 def _worker_env(
     tmp: Path, servers: str, fake_url: str, variant: Variant, app_id: str, topics: TopicSettings
 ) -> dict[str, str]:
-    env = {
-        **worker_env(servers, fake_url, tmp, embedded=False),
-        "CALLSTREAM_APP_ID": app_id,
-        "CALLSTREAM_DATA_DIR": str(tmp / app_id),
-        "CALLSTREAM_TOPICS__REQUESTS": topics.requests,
-        "CALLSTREAM_TOPICS__RESULTS": topics.results,
-        "CALLSTREAM_TOPICS__DEAD_LETTERS": topics.dead_letters,
-        "CALLSTREAM_LOG_LEVEL": "warning",
-        "CALLSTREAM_PROVIDERS__FAKE__TIMEOUT_S": str(PROVIDER_TIMEOUT_S),
+    env = bench_worker_env(
+        tmp,
+        servers,
+        fake_url,
+        app_id,
+        topics,
+        CALLSTREAM_PROVIDERS__FAKE__TIMEOUT_S=str(PROVIDER_TIMEOUT_S),
         **variant.env,
-    }
+    )
     if variant.max_retry_after_s is not None:
-        directory = tmp / f"providers-{app_id}"
-        _declare_fake(directory, variant.max_retry_after_s)
+        # The fake's own declaration with another Retry-After ceiling.
+        limits = {"limits": {"max_retry_after_s": variant.max_retry_after_s}}
+        directory = declare_fake(tmp / f"providers-{app_id}", limits)
         env["CALLSTREAM_PROVIDER_DIRS"] = json.dumps([str(directory)])
     return env
-
-
-def _declare_fake(directory: Path, max_retry_after_s: float) -> None:
-    """The fake's own declaration with another Retry-After ceiling, as a file that replaces it
-    (declaration files win over entry points)."""
-    spec = FAKE_PROVIDER.with_overrides({"limits": {"max_retry_after_s": max_retry_after_s}})
-    data = spec.model_dump(mode="json", by_alias=True)
-    data["auth"]["key"] = DEMO_API_KEY  # dumped masked; the worker's settings replace it too
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{spec.name}.yaml").write_text(yaml.safe_dump(data))
 
 
 async def _drive(settings: Settings, count: int, rate_per_s: float, console: Console) -> _Tally:
@@ -249,16 +240,11 @@ async def _drive(settings: Settings, count: int, rate_per_s: float, console: Con
             progress.update(settled, completed=tally.total)
 
     async with CallstreamClient(settings) as client:
-
-        async def read_results() -> None:
-            async for event in client.results():
-                advance(tally.add_result(event))
-
-        async def read_dead_letters() -> None:
-            async for letter in client.dead_letters():
-                advance(tally.add_dead_letter(letter))
-
-        readers = [asyncio.create_task(read_results()), asyncio.create_task(read_dead_letters())]
+        readers = read_outcomes(
+            client,
+            lambda event: advance(tally.add_result(event)),
+            lambda letter: advance(tally.add_dead_letter(letter)),
+        )
         with progress:
             try:
                 await _publish_paced(
@@ -275,11 +261,7 @@ async def _drive(settings: Settings, count: int, rate_per_s: float, console: Con
                     f"{DRAIN_TIMEOUT_S:.0f} s of the last publish"
                 ) from None
             finally:
-                for reader in readers:
-                    reader.cancel()
-                for reader in readers:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await reader
+                await cancel_all(readers)
     return tally
 
 
