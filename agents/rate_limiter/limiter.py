@@ -208,10 +208,14 @@ class PartitionLimiter:
     def unreserve(self, quota_key: bytes) -> None:
         _decrement(self._reserved, quota_key)
 
-    def observe(self, key: str, *, remaining: int, reset_s: float | None) -> None:
-        """The provider's word on ``key``: ``remaining`` calls before ``reset_s`` (None: unsaid).
+    def observe(
+        self, key: str, *, remaining: int, reset_s: float | None, in_flight: int = 0
+    ) -> None:
+        """The provider's word on ``key``: ``remaining`` calls before ``reset_s`` (None: unsaid),
+        not counting our ``in_flight`` calls yet.
 
-        Only ever lowers our estimate (``observe_provider_headers``).
+        Only ever lowers our estimate (``observe_provider_headers``); an adaptive key keeps no
+        jitter margin below the provider's count (see there).
         """
         bucket = self._buckets.get(key)
         if bucket is not None:
@@ -221,6 +225,8 @@ class PartitionLimiter:
                 reset_s=reset_s,
                 now=self._clock(),
                 policy=self.rates.policy_for(key),
+                in_flight=in_flight,
+                keep_margin=self.rates.state(key) is None,
             )
 
     def throttled(self, key: str, *, sent_at: float, hold_s: float | None) -> bool:
@@ -450,10 +456,18 @@ class Limiter:
         self._metrics.limiter_refusals.labels(request.provider, reason).inc()
         return Decision(admission, reason, key, waited, retry_after_s)
 
-    def observe(self, request: RequestEvent, partition: int, info: RateLimitInfo | None) -> None:
+    def observe(
+        self,
+        request: RequestEvent,
+        partition: int,
+        info: RateLimitInfo | None,
+        *,
+        in_flight: int = 0,
+    ) -> None:
         """A successful reply's rate-limit headers (its primary dimension): lower the key's
         bucket to the calls the provider says remain, if it said; a limit with its window
-        sets the key's adaptive ceiling.
+        sets the key's adaptive ceiling. ``in_flight``: our other calls to the key not back
+        yet, which the provider's count does not include.
 
         The reset is not passed on: ``observe_provider_headers`` reads it as the end of a fixed
         window and places the remaining calls just before it, which holds the key back for
@@ -468,7 +482,7 @@ class Limiter:
         if info.limit is not None and info.window_s is not None:
             limiter.rates.headers(key, limit=info.limit, window_s=info.window_s)
         if info.remaining is not None:
-            limiter.observe(key, remaining=info.remaining, reset_s=None)
+            limiter.observe(key, remaining=info.remaining, reset_s=None, in_flight=in_flight)
 
     def observe_rate_limited(
         self,

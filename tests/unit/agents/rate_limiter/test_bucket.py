@@ -314,3 +314,13 @@ def test_headers_only_ever_lower_the_estimate(policy, offset, remaining, reset_s
 @given(st.floats(allow_nan=False))
 def test_any_state_round_trips(full_at):
     assert Bucket.from_bytes(Bucket(full_at).to_bytes()) == Bucket(full_at)
+
+
+def test_observe_without_margin_leaves_the_providers_remaining_calls_usable():
+    policy = LimitPolicy(100, 10, 0.05)  # a margin of 5 tokens
+    kept = observe_provider_headers(Bucket(NOW), remaining=4, now=NOW, policy=policy)
+    free = observe_provider_headers(
+        Bucket(NOW), remaining=4, now=NOW, policy=policy, keep_margin=False, in_flight=1
+    )
+    assert available(kept, now=NOW, policy=policy) == 0
+    assert available(free, now=NOW, policy=policy) == pytest.approx(3)
