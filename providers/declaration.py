@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections.abc import Mapping
@@ -25,6 +26,8 @@ ErrorReason = Literal[
 _NAME = r"^[a-z][a-z0-9_]{0,63}$"
 _OPERATION = r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$"
 _IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "DELETE"})
+# A dotted path into JSON, as ``json_at`` reads it: keys, or digits for list indexes.
+_JSON_PATH = r"[^.\s]+(\.[^.\s]+)*"
 
 
 class _Frozen(BaseModel):
@@ -132,6 +135,22 @@ class OperationSpec(_Frozen):
     # Its own circuit breaker, apart from its provider's (an endpoint that fails alone: the
     # provider's other operations keep being called).
     own_breaker: bool = False
+    # Units (``limits.units``: tokens, records) a call spends. An operation declaring neither
+    # of the first two spends none (listing models costs no tokens). A call reserves its
+    # estimate before it is sent and settles the actual units from the answer.
+    # The estimate per call until answers teach a better one (None: learned only; the first
+    # call then reserves the whole burst, so calls go one at a time until an answer).
+    units_estimate: int | None = Field(default=None, ge=0)
+    # JSON path of the actual units in the response body (``usage.total_tokens``).
+    units_from: str | None = None
+    # JSON path in the request body of a number the units of its answer cannot exceed (a page
+    # ``limit`` when the units are records): it caps the call's estimate.
+    units_from_request: str | None = None
+    # JSON path in the response body of the units that number does not bound, when the units
+    # are more than what it bounds: ``usage.prompt_tokens`` when the units are total tokens and
+    # the bound is ``max_tokens`` (the completion's). The cap is then the bound plus a high
+    # estimate of these.
+    units_unbounded_from: str | None = None
 
     @field_validator("query_params", "path_params", mode="before")
     @classmethod
@@ -157,6 +176,26 @@ class OperationSpec(_Frozen):
                 raise ValueError(f"header {name!r} cannot be allowed")
         return value
 
+    @field_validator("units_from", "units_from_request", "units_unbounded_from")
+    @classmethod
+    def _json_path(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(_JSON_PATH, value):
+            raise ValueError(f"{value!r} is not a dotted JSON path such as usage.total_tokens")
+        return value
+
+    @model_validator(mode="after")
+    def _units_consistent(self) -> OperationSpec:
+        if self.units_from_request is not None and self.units_from is None:
+            raise ValueError("units_from_request needs units_from: a bound of unread units")
+        if self.units_unbounded_from is not None and self.units_from_request is None:
+            raise ValueError("units_unbounded_from needs units_from_request: the bound it adds to")
+        return self
+
+    @property
+    def spends_units(self) -> bool:
+        """Whether calls of it count against ``limits.units``."""
+        return self.units_estimate is not None or self.units_from is not None
+
     @model_validator(mode="after")
     def _params_consistent(self) -> OperationSpec:
         placeholders = set(self.placeholders)
@@ -175,8 +214,42 @@ class OperationSpec(_Frozen):
         return self.method in _IDEMPOTENT_METHODS if self.idempotent is None else self.idempotent
 
 
+class UnitLimitSpec(_Frozen):
+    """A limit on units (tokens, records) rather than requests: ``per_minute`` or
+    ``rate_per_s`` sustained, and at most ``burst`` units at once.
+
+    The burst defaults to one minute's worth. LLM providers state tokens per minute and refill
+    continuously: OpenAI's TPM is a rolling minute, its headers report a remaining count that
+    grows back over up to a minute (``x-ratelimit-reset-tokens``), i.e. a bucket holding a
+    minute's tokens. A provider that enforces over shorter slices ("quantized" limits)
+    declares a smaller burst.
+    """
+
+    # The dimension's name, as in rate_limit_headers ("tokens"): metrics and logs use it.
+    name: str = Field(pattern=_NAME)
+    per_minute: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    rate_per_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    burst: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_rate(self) -> UnitLimitSpec:
+        if (self.per_minute is None) == (self.rate_per_s is None):
+            raise ValueError("give per_minute or rate_per_s, exactly one of them")
+        return self
+
+    @property
+    def per_s(self) -> float:
+        """The sustained rate in units per second."""
+        return self.rate_per_s if self.rate_per_s is not None else (self.per_minute or 0.0) / 60
+
+    @property
+    def capacity(self) -> int:
+        """The burst: as declared, else one minute's worth (at least 1)."""
+        return self.burst if self.burst is not None else max(1, math.floor(self.per_s * 60))
+
+
 class LimitsSpec(_Frozen):
-    """The provider's request rate, as the pipeline should enforce it."""
+    """The provider's request rate (and units rate), as the pipeline should enforce it."""
 
     rate_per_s: float = Field(default=10.0, gt=0)
     burst: int = Field(default=10, ge=1)
@@ -189,6 +262,9 @@ class LimitsSpec(_Frozen):
     # headers); longer ones are clamped to it and logged, so one bad header cannot freeze a
     # limit key for years.
     max_retry_after_s: float = Field(default=3600.0, gt=0)
+    # A second dimension: units per window (tokens per minute), spent by the operations that
+    # declare units (OperationSpec.units_*).
+    units: UnitLimitSpec | None = None
 
 
 class RateLimitHeaders(_Frozen):
@@ -347,6 +423,14 @@ class ProviderSpec(_Frozen):
     def _check_exists(self) -> ProviderSpec:
         if self.check is not None and self.check.operation not in self.operations:
             raise ValueError(f"check.operation: {self.check.operation!r} is not an operation")
+        return self
+
+    @model_validator(mode="after")
+    def _units_limited(self) -> ProviderSpec:
+        if self.limits.units is None:
+            for name, op in self.operations.items():
+                if op.spends_units:
+                    raise ValueError(f"operation {name!r} spends units, but limits.units is absent")
         return self
 
     @property

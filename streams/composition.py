@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -29,6 +30,7 @@ from agents.rate_limiter.adaptive import Mode, RateControl
 from agents.rate_limiter.book import LimitBook, ProviderLimit
 from agents.rate_limiter.limiter import Limiter, WaitCaps
 from agents.rate_limiter.partitions import LimiterPartitions
+from agents.rate_limiter.unit_limits import UnitLimits
 from agents.retry.planner import RetryPlanner
 from providers.base import Provider
 from providers.declaration import FallbackSpec
@@ -165,6 +167,13 @@ async def compose(settings: Settings) -> Worker:
             caps=wait_caps(settings),
             hold_retry_after_over_s=settings.limiter.adaptive.hold_retry_after_over_s,
             warn_below_ratio=settings.limiter.adaptive.warn_below_ratio,
+            units=UnitLimits(
+                {name: provider.spec for name, provider in providers.items()},
+                book.shards,
+                metrics,
+                clock=time.time,
+                jitter_s=settings.limiter.jitter_s,
+            ),
         )
         listeners.append(LimiterPartitions(limiter, quotas))
     gateway = HttpGateway(providers, client, metrics)

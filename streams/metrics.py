@@ -66,6 +66,10 @@ class Metrics:
     limiter_rate_cuts: Counter
     limiter_bound_seconds: Counter
     concurrency_limit: Gauge
+    units_reserved: Counter
+    units_spent: Counter
+    units_waits: Counter
+    units_estimate: Gauge
     forwarded: Counter
     skipped: Counter
     outcomes_reduced: Counter
@@ -192,6 +196,30 @@ class Metrics:
                 "Adaptive rate decreases per limit key (429s of calls sent before a cut are "
                 "the old rate's and cut nothing).",
                 ["limit_key"],
+                registry=registry,
+            ),
+            units_reserved=Counter(
+                "callstream_units_reserved",
+                "Units (tokens...) reserved before calls, per limit key (limits.units).",
+                ["limit_key"],
+                registry=registry,
+            ),
+            units_spent=Counter(
+                "callstream_units_spent",
+                "Units the provider's answers said the calls spent, per limit key.",
+                ["limit_key"],
+                registry=registry,
+            ),
+            units_waits=Counter(
+                "callstream_units_waits",
+                "Requests that waited for their units estimate to fit, per limit key.",
+                ["limit_key"],
+                registry=registry,
+            ),
+            units_estimate=Gauge(
+                "callstream_units_estimate",
+                "Units reserved per call as learned from answers, per provider.operation.",
+                ["operation"],
                 registry=registry,
             ),
             concurrency_limit=Gauge(

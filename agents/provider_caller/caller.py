@@ -367,6 +367,32 @@ class Caller:
         key: str,
         resumed: _Resumed,
     ) -> Outcome | Delay | Forward:
+        """Reserve the call's units estimate when its provider limits units, then call; the
+        reservation is settled by the answer, or given back when no call reached the
+        provider (refused by the breaker, cancelled)."""
+        units = self._limiter.units if self._limiter is not None else None
+        if units is None or not units.spends(request):
+            return await self._call_now(source, request, prepared, key, resumed)
+        deadline_at = request.deadline_s
+        max_wait_at = self._clock_ms() / 1000 + self._max_wait_ms / 1000
+        if not await units.acquire(
+            request, source.partition, key, deadline_at=deadline_at or max_wait_at
+        ):
+            reason = "deadline_passed" if deadline_at is not None else "max_wait_exceeded"
+            return self._ended(request, ResultStatus.EXPIRED, reason)
+        try:
+            return await self._call_now(source, request, prepared, key, resumed)
+        finally:
+            units.settle(request, None, reached=False)  # unless settled by an answer below
+
+    async def _call_now(
+        self,
+        source: SourceRecord,
+        request: RequestEvent,
+        prepared: PreparedRequest,
+        key: str,
+        resumed: _Resumed,
+    ) -> Outcome | Delay | Forward:
         probe = False
         if self._breakers is not None:
             permitted = self._permit(self._breakers, source, request, resumed)
@@ -381,6 +407,8 @@ class Caller:
             reply = await self._send(request, prepared, key)
         except ProviderError as exc:
             duration_s = time.perf_counter() - started
+            if self._limiter is not None and self._limiter.units is not None:
+                self._limiter.units.settle(request, None, reached=exc.may_have_reached)
             if self._breakers is not None:
                 judged = CallResult.FAILURE if isinstance(exc, _BREAKER_FAILURES) else None
                 breaker = self._breakers.key_for(request.provider, request.operation)
@@ -411,6 +439,8 @@ class Caller:
         if self._breakers is not None:
             breaker = self._breakers.key_for(request.provider, request.operation)
             self._breakers.record(breaker, CallResult.SUCCESS, reply.latency_s, probe=probe)
+        if self._limiter is not None and self._limiter.units is not None:
+            self._limiter.units.settle(request, reply, reached=True)
         if reply.rate_limits and self._limiter is not None:  # most providers send none
             in_flight = self._concurrency[key].in_flight if self._concurrency else 0
             self._limiter.observe(request, source.partition, reply.rate_limit, in_flight=in_flight)

@@ -47,6 +47,7 @@ from agents.rate_limiter.quota import (
     check_and_count,
 )
 from agents.rate_limiter.rates import KeyRates, rate_key
+from agents.rate_limiter.unit_limits import UnitLimits
 from agents.rate_limiter.waiting_room import WaitingRoom
 from providers.response import RateLimitInfo
 from schemas.models import RequestEvent
@@ -305,12 +306,14 @@ class Limiter:
         caps: WaitCaps = DEFAULT_CAPS,
         hold_retry_after_over_s: float = 0.0,
         warn_below_ratio: float = 0.5,
+        units: UnitLimits | None = None,
     ) -> None:
         """Args:
         caps: bounds on waiting per partition (``LimiterSettings``).
         hold_retry_after_over_s: with adaptive rates, a 429's Retry-After holds its whole key
             only when longer than this (``AdaptiveSettings``).
         warn_below_ratio: warn when a key's learned limit is below this share of its declared.
+        units: units limits (tokens per minute) of the providers that declare them.
         """
         self._book = book
         self._quotas = quotas
@@ -320,6 +323,7 @@ class Limiter:
         self._hold_over_s = hold_retry_after_over_s
         self._warn_below = warn_below_ratio
         self._warned_at: dict[str, float] = {}
+        self.units = units if units else None  # None: no provider limits units
         self._partitions: dict[int, PartitionLimiter] = {}
         # By provider; bounded: admit only sees configured providers.
         self._wait_histograms = LabelledCache(metrics.limiter_wait_seconds)
@@ -328,6 +332,9 @@ class Limiter:
         return self._book.limit_key(request.provider, request.request_id)
 
     def assign(self, partitions: Iterable[int]) -> None:
+        partitions = list(partitions)
+        if self.units is not None:
+            self.units.assign(partitions)
         for partition in partitions:
             if partition not in self._partitions:
                 self._partitions[partition] = PartitionLimiter(
@@ -340,6 +347,9 @@ class Limiter:
                 )
 
     def revoke(self, partitions: Iterable[int]) -> None:
+        partitions = list(partitions)
+        if self.units is not None:
+            self.units.revoke(partitions)
         for partition in partitions:
             limiter = self._partitions.pop(partition, None)
             if limiter is not None:
@@ -577,6 +587,8 @@ class Limiter:
                 self._metrics.limiter_tokens.labels(key).set(tokens)
             for key, state in limiter.rates.states().items():
                 self._export(key, state)
+        for operation, units in (self.units.estimates() if self.units else {}).items():
+            self._metrics.units_estimate.labels(operation).set(units)
 
     def _export(self, key: str, state: RateState) -> None:
         self._metrics.limiter_rate.labels(key).set(state.rate_per_s)
