@@ -30,15 +30,15 @@ import contextlib
 import enum
 import functools
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable
-from typing import NamedTuple, Protocol, TypeVar
+from typing import NamedTuple, TypeVar
 
-from agents.rate_limiter.adaptive import Mode, RateState, learned_rate
+from agents.rate_limiter.adaptive import Mode, RateState
 from agents.rate_limiter.book import LimitBook
 from agents.rate_limiter.bucket import Bucket, available, observe_provider_headers
 from agents.rate_limiter.gate import BucketGate
+from agents.rate_limiter.learning import QuotaStore, RateLearning
 from agents.rate_limiter.quota import (
     QuotaDecision,
     QuotaPolicy,
@@ -46,12 +46,11 @@ from agents.rate_limiter.quota import (
     Verdict,
     check_and_count,
 )
-from agents.rate_limiter.rates import KeyRates, rate_key
+from agents.rate_limiter.rates import KeyRates
 from agents.rate_limiter.unit_limits import UnitLimits
 from agents.rate_limiter.waiting_room import WaitingRoom
 from providers.response import RateLimitInfo
 from schemas.models import RequestEvent
-from streams.errors import CallstreamError
 from streams.metrics import LabelledCache, Metrics
 
 log = logging.getLogger(__name__)
@@ -60,8 +59,6 @@ K = TypeVar("K")
 
 # How often the adaptive rates probe upward and are written (``Limiter.control_forever``).
 CONTROL_PERIOD_S = 0.25
-# A learned limit far below the declared one is worth a warning, but once in a while per key.
-_WARN_EVERY_S = 600.0
 
 
 class Admission(enum.Enum):
@@ -101,13 +98,6 @@ class Decision(NamedTuple):
     limit_key: str = ""
     waited_s: float = 0.0
     retry_after_s: float | None = None
-
-
-class QuotaStore(Protocol):
-    """Where quota counts live: a changelog-backed table in workers, a dict in tests."""
-
-    def get(self, partition: int, key: bytes) -> bytes | None: ...
-    async def put(self, partition: int, key: bytes, value: bytes) -> None: ...
 
 
 class MemoryQuotaStore:
@@ -321,8 +311,7 @@ class Limiter:
         self._clock = clock
         self._caps = caps
         self._hold_over_s = hold_retry_after_over_s
-        self._warn_below = warn_below_ratio
-        self._warned_at: dict[str, float] = {}
+        self._learning = RateLearning(book, quotas, metrics, warn_below_ratio=warn_below_ratio)
         self.units = units if units else None  # None: no provider limits units
         self._partitions: dict[int, PartitionLimiter] = {}
         # By provider; bounded: admit only sees configured providers.
@@ -343,7 +332,7 @@ class Limiter:
                     self._metrics,
                     self._clock,
                     self._caps,
-                    load=functools.partial(self._load_rate, partition),
+                    load=functools.partial(self._learning.load, partition),
                 )
 
     def revoke(self, partitions: Iterable[int]) -> None:
@@ -529,7 +518,7 @@ class Limiter:
 
     async def control_forever(self) -> None:
         """Every ``CONTROL_PERIOD_S``: backlogged keys probe upward, learned rates are
-        written to the quota table, and time at the floor and the ceiling is counted."""
+        written to the quota table and exported (``RateLearning``)."""
         last = self._clock()
         while True:
             await asyncio.sleep(CONTROL_PERIOD_S)
@@ -537,45 +526,16 @@ class Limiter:
             elapsed, last = max(0.0, now - last), now
             for limiter in list(self._partitions.values()):
                 limiter.control(elapsed)
-                for key, state in limiter.rates.states().items():
-                    self._account(key, state, elapsed, now)
-                    self._export(key, state)  # at once: the rate moves faster than /metrics
-                for key, state in limiter.rates.to_persist():
-                    await self._persist(limiter, key, state)
+                await self._learning.tick(
+                    limiter.partition,
+                    limiter.rates,
+                    elapsed_s=elapsed,
+                    now=now,
+                    owned=functools.partial(self._owns, limiter),
+                )
 
-    def _account(self, key: str, state: RateState, elapsed_s: float, now: float) -> None:
-        control = self._book.control_for(key)
-        if state.rate_per_s <= control.floor_per_s:
-            self._metrics.limiter_bound_seconds.labels(key, "floor").inc(elapsed_s)
-        elif state.rate_per_s >= state.ceiling_per_s:
-            self._metrics.limiter_bound_seconds.labels(key, "ceiling").inc(elapsed_s)
-        learned = learned_rate(state)
-        far_below = learned < self._warn_below * control.declared_per_s
-        if far_below and now - self._warned_at.get(key, -math.inf) >= _WARN_EVERY_S:
-            self._warned_at[key] = now
-            log.warning(
-                "%s: the provider refuses above about %.1f/s, far below the declared "
-                "%.1f/s: correct limits.rate_per_s in its declaration",
-                key, learned, control.declared_per_s,
-            )  # fmt: skip
-
-    async def _persist(self, limiter: PartitionLimiter, key: str, state: RateState) -> None:
-        if self._partitions.get(limiter.partition) is not limiter:
-            return  # revoked meanwhile: the next owner starts from what was written before
-        try:
-            await self._quotas.put(limiter.partition, rate_key(key), state.to_bytes())
-        except CallstreamError as exc:  # the table went with the partition
-            log.debug("%s: rate state not written: %s", key, exc)
-
-    def _load_rate(self, partition: int, key: str) -> RateState | None:
-        raw = self._quotas.get(partition, rate_key(key))
-        if raw is None:
-            return None
-        try:
-            return RateState.from_bytes(raw)
-        except ValueError as exc:
-            log.warning("%s: unreadable rate state in the quota table, starting over: %s", key, exc)
-            return None
+    def _owns(self, limiter: PartitionLimiter) -> bool:
+        return self._partitions.get(limiter.partition) is limiter
 
     def update_gauges(self) -> None:
         """Waiting requests and available tokens per limit key, for /metrics."""
@@ -586,13 +546,9 @@ class Limiter:
             for key, tokens in limiter.tokens(now).items():
                 self._metrics.limiter_tokens.labels(key).set(tokens)
             for key, state in limiter.rates.states().items():
-                self._export(key, state)
+                self._learning.export(key, state)
         for operation, units in (self.units.estimates() if self.units else {}).items():
             self._metrics.units_estimate.labels(operation).set(units)
-
-    def _export(self, key: str, state: RateState) -> None:
-        self._metrics.limiter_rate.labels(key).set(state.rate_per_s)
-        self._metrics.limiter_learned_limit.labels(key).set(learned_rate(state))
 
     def close(self) -> None:
         self.revoke(list(self._partitions))
