@@ -29,6 +29,7 @@ from agents.provider_caller.concurrency import ConcurrencyLimits
 from agents.provider_caller.fallbacks import Fallbacks
 from agents.provider_caller.tenancy import TenantGate
 from agents.rate_limiter.limiter import Admission, Limiter
+from agents.rate_limiter.unit_limits import UnitLimits
 from agents.retry.planner import GiveUp, RetryPlanner
 from providers.auth.request import PreparedRequest
 from providers.errors import (
@@ -237,6 +238,9 @@ class Caller:
             refused = await self._admit(self._limiter, source, request, key, resumed)
             if refused is not None:
                 return refused
+        units = self._limiter.units if self._limiter is not None else None
+        if units is not None and units.spends(request):
+            return await self._call_with_units(units, source, request, prepared, key, resumed)
         return await self._call(source, request, prepared, key, resumed)
 
     def _held_back(
@@ -359,20 +363,18 @@ class Caller:
         ended = result(request, status, now_ms=self._clock_ms(), reason=reason)
         return Outcome(ended, reply_to=request.reply_to)
 
-    async def _call(
+    async def _call_with_units(
         self,
+        units: UnitLimits,
         source: SourceRecord,
         request: RequestEvent,
         prepared: PreparedRequest,
         key: str,
         resumed: _Resumed,
     ) -> Outcome | Delay | Forward:
-        """Reserve the call's units estimate when its provider limits units, then call; the
+        """Reserve the call's units estimate (its provider limits units), then call; the
         reservation is settled by the answer, or given back when no call reached the
         provider (refused by the breaker, cancelled)."""
-        units = self._limiter.units if self._limiter is not None else None
-        if units is None or not units.spends(request):
-            return await self._call_now(source, request, prepared, key, resumed)
         deadline_at = request.deadline_s
         max_wait_at = self._clock_ms() / 1000 + self._max_wait_ms / 1000
         if not await units.acquire(
@@ -381,11 +383,11 @@ class Caller:
             reason = "deadline_passed" if deadline_at is not None else "max_wait_exceeded"
             return self._ended(request, ResultStatus.EXPIRED, reason)
         try:
-            return await self._call_now(source, request, prepared, key, resumed)
+            return await self._call(source, request, prepared, key, resumed)
         finally:
             units.settle(request, None, reached=False)  # unless settled by an answer below
 
-    async def _call_now(
+    async def _call(
         self,
         source: SourceRecord,
         request: RequestEvent,
@@ -469,7 +471,8 @@ class Caller:
         if self._concurrency is None:
             return await self._send_now(request, prepared)
         limit = self._concurrency[key]
-        await limit.acquire()
+        if not limit.try_acquire():  # the common case takes its place without a coroutine
+            await limit.acquire()
         started = time.perf_counter()
         latency_s: float | None = None
         try:
