@@ -98,7 +98,9 @@ class UnitLimits:
         """
         operation = (request.provider, request.operation)
         reader = self._readers[operation]
-        estimate = self._estimator.estimate(operation, bound=reader.bound(request.body))
+        estimate = self._estimator.estimate(
+            operation, bound=reader.bound(request.body), body_bytes=len(request.body or b"")
+        )
         policy = self._policies[request.provider]
         waited = False
         while True:
@@ -137,7 +139,12 @@ class UnitLimits:
             seen = self._readers[operation].read(reply)
             if seen.actual is not None:
                 actual = seen.actual
-                self._estimator.observe(operation, seen.actual, unbounded=seen.unbounded)
+                self._estimator.observe(
+                    operation,
+                    seen.actual,
+                    unbounded=seen.unbounded,
+                    body_bytes=len(request.body or b""),
+                )
                 self._metrics.units_spent.labels(key).inc(seen.actual)
         buckets = self._buckets.get(partition)
         state = buckets.get(key) if buckets is not None else None

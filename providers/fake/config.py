@@ -119,6 +119,9 @@ class FakeProviderConfig(_Frozen):
     idempotency: bool = True
     # OpenAI flavor: the tokens-per-minute budget behind its x-ratelimit-*-tokens headers.
     tokens_per_min: int = Field(default=1_000_000, ge=1)
+    # OpenAI flavor: generation time per completion token, waited after the call's tokens are
+    # charged (LLM latency grows with the output), on top of the latency above.
+    completion_ms_per_token: float = Field(default=0.0, ge=0)
     tls: FakeTls | None = None
 
     def with_changes(self, changes: dict[str, Any]) -> FakeProviderConfig:

@@ -8,6 +8,9 @@
 - ``fake_retry_after_s`` / ``X-Fake-Retry-After-S``: Retry-After of an injected 429 or 503.
 - ``fake_body_bytes``: the body size of an injected 2xx or 3xx (a JSON string), e.g. to answer
   2 MB with ``fake_status=200``.
+- ``fake_prompt_tokens`` / ``X-Fake-Prompt-Tokens`` (OpenAI flavor): the prompt tokens a chat
+  completion counts and spends, whatever its messages (read by the flavor, not the server), so a
+  replay of token counts needs no bodies of that size.
 """
 
 from __future__ import annotations
@@ -66,6 +69,23 @@ def read_directives(request: web.Request) -> Directives | None:
         else None,
         body_bytes=int(_number(body_raw, "fake_body_bytes")) if body_raw is not None else None,
     )
+
+
+def read_prompt_tokens(request: web.Request) -> int | None:
+    """The request's ``fake_prompt_tokens`` directive, None when it has none.
+
+    Raises:
+        DirectiveError: a value that is not a whole number in range.
+    """
+    raw = request.query.get("fake_prompt_tokens")
+    if raw is None:
+        raw = request.headers.get("X-Fake-Prompt-Tokens")
+    if raw is None:
+        return None
+    value = _number(raw, "fake_prompt_tokens")
+    if value != int(value):
+        raise DirectiveError(f"fake_prompt_tokens={raw!r}: expected a whole number")
+    return int(value)
 
 
 def _status(raw: str) -> Outcome:

@@ -1,12 +1,28 @@
 """OpenAI flavor: Bearer auth, ``x-ratelimit-*-requests`` / ``-tokens`` headers, usage counts.
 
 Errors are ``{"error": {"message", "type", "param", "code"}}``; resets are durations such as
-``"1s"`` or ``"6m0s"``. Besides the request bucket, completions spend a tokens-per-minute budget
-(``tokens_per_min``); a request that does not fit gets 429 ``rate_limit_exceeded``.
+``"1s"`` or ``"6m0s"``. Besides the request bucket, completions and embeddings spend a
+tokens-per-minute budget (``tokens_per_min``): a bucket of a minute's tokens refilled
+continuously, as OpenAI's rolling minute. A request that does not fit gets 429
+``rate_limit_exceeded`` (type ``tokens``) with ``Retry-After`` and the token headers.
+
+Token counts are deterministic, so a test can replay given counts:
+
+- prompt: 3 (priming the reply) plus, per message, 4 and a token per four characters of its
+  text content (rounded up), OpenAI's cookbook rule with ~4 characters a token; or exactly the
+  ``fake_prompt_tokens`` / ``X-Fake-Prompt-Tokens`` directive when given (directives.py);
+- completion: ``max_completion_tokens`` (else ``max_tokens``) when given, all of them
+  (``finish_reason`` ``"length"``); else a fixed sentence of 7 tokens;
+- usage: prompt plus completion, and that is what the bucket is charged, when the call reaches
+  the operation (after the configured latency), before the completion is generated
+  (``completion_ms_per_token`` per completion token). OpenAI also counts at arrival, but from
+  ``max_tokens`` and an estimate of the prompt; the fake charges exactly what it reports, which
+  is what a client settles.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -16,10 +32,17 @@ from aiohttp import web
 
 from providers.fake.bucket import TokenBucket, whole_seconds
 from providers.fake.config import FakeProviderConfig
+from providers.fake.directives import DirectiveError, read_prompt_tokens
 from providers.fake.flavors.base import Flavor, RateState, Route, Verdict, dumps, respond
 
 _MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
 _COMPLETION = "This is a fake completion."
+# A completion of N tokens, by the fake's count of four characters a token.
+_WORD = "word"
+# Tokens of a chat prompt beyond its messages' text: per message (role, separators), and once
+# to prime the reply.
+_PER_MESSAGE = 4
+_PRIMING = 3
 _ERRORS: dict[int, tuple[str, str, str | None]] = {
     400: ("Invalid request.", "invalid_request_error", None),
     404: (
@@ -60,8 +83,10 @@ class OpenAIFlavor(Flavor):
         self._tokens = self._token_bucket(config)
 
     def configure(self, config: FakeProviderConfig) -> None:
+        """A new budget starts full; any other change keeps the tokens spent so far."""
+        if config.tokens_per_min != self.config.tokens_per_min:
+            self._tokens = self._token_bucket(config)
         super().configure(config)
-        self._tokens = self._token_bucket(config)
 
     @staticmethod
     def _token_bucket(config: FakeProviderConfig) -> TokenBucket:
@@ -105,13 +130,24 @@ class OpenAIFlavor(Flavor):
                     "'messages' is a required property", "invalid_request_error", None, "messages"
                 ),
             )
-        prompt_tokens = sum(
-            _count_tokens(m.get("content")) + 4 for m in messages if isinstance(m, dict)
-        )
-        completion_tokens = _count_tokens(_COMPLETION)
+        try:
+            prompt_tokens = read_prompt_tokens(request)
+        except DirectiveError as error:
+            return respond(400, dumps({"fake_directive_error": str(error)}))
+        if prompt_tokens is None:
+            prompt_tokens = prompt_tokens_of(messages)
+        limit = _completion_limit(payload)
+        if isinstance(limit, web.Response):
+            return limit
+        if limit is None:
+            content, completion_tokens, finish = _COMPLETION, _count_tokens(_COMPLETION), "stop"
+        else:
+            content, completion_tokens, finish = _WORD * limit, limit, "length"
         denied = self._spend(model, prompt_tokens + completion_tokens)
         if denied is not None:
             return denied
+        if self.config.completion_ms_per_token > 0:
+            await asyncio.sleep(self.config.completion_ms_per_token * completion_tokens / 1000)
         body = {
             "id": f"chatcmpl-{secrets.token_hex(12)}",
             "object": "chat.completion",
@@ -120,8 +156,8 @@ class OpenAIFlavor(Flavor):
             "choices": [
                 {
                     "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": _COMPLETION},
+                    "finish_reason": finish,
+                    "message": {"role": "assistant", "content": content},
                 }
             ],
             "usage": {
@@ -142,7 +178,7 @@ class OpenAIFlavor(Flavor):
                 400,
                 _error("'input' is a required property", "invalid_request_error", None, "input"),
             )
-        tokens = sum(_count_tokens(text) for text in inputs)
+        tokens = sum(max(1, _count_tokens(text)) for text in inputs)
         model = str(payload.get("model", "text-embedding-3-small"))
         denied = self._spend(model, tokens)
         if denied is not None:
@@ -165,10 +201,18 @@ class OpenAIFlavor(Flavor):
         if wait_s == 0.0:
             return None
         used = bucket.burst - bucket.remaining()
-        message = (
-            f"Rate limit reached for {model} on tokens per min (TPM): "
-            f"Limit {bucket.burst}, Used {used}, Requested {tokens}."
-        )
+        if tokens > bucket.burst:  # never fits: OpenAI answers 429 all the same
+            message = (
+                f"Request too large for {model} on tokens per min (TPM): "
+                f"Limit {bucket.burst}, Requested {tokens}. "
+                "The input or output tokens must be reduced in order to run successfully."
+            )
+        else:
+            message = (
+                f"Rate limit reached for {model} on tokens per min (TPM): "
+                f"Limit {bucket.burst}, Used {used}, Requested {tokens}. "
+                f"Please try again in {duration(wait_s)}."
+            )
         headers = {**self._token_headers(), "retry-after": str(whole_seconds(wait_s))}
         return respond(429, _error(message, "tokens", "rate_limit_exceeded"), headers)
 
@@ -221,6 +265,44 @@ async def _json(request: web.Request) -> dict[str, Any] | None:
     return payload if isinstance(payload, dict) else None
 
 
+def prompt_tokens_of(messages: list[Any]) -> int:
+    """A chat prompt's tokens by the fake's rule (the module's doc)."""
+    return _PRIMING + sum(
+        _PER_MESSAGE + _count_tokens(m.get("content")) for m in messages if isinstance(m, dict)
+    )
+
+
 def _count_tokens(content: object) -> int:
-    """About four characters per token, like OpenAI's rule of thumb."""
-    return max(1, len(content) // 4) if isinstance(content, str) else 1
+    """A token per four characters of text (rounded up), like OpenAI's rule of thumb; the
+    text parts of a list of content parts; 0 for anything else."""
+    if isinstance(content, str):
+        return -(-len(content) // 4)
+    if isinstance(content, list):
+        return sum(
+            _count_tokens(part.get("text"))
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return 0
+
+
+def _completion_limit(payload: dict[str, Any]) -> int | web.Response | None:
+    """``max_completion_tokens`` (newer) or ``max_tokens``: None when neither is given, a 400
+    in OpenAI's shape when the value is not a whole number of at least 1."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = payload.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            message = f"Invalid type for '{name}': expected an integer, but got {value!r} instead."
+            return respond(400, _error(message, "invalid_request_error", "invalid_type", name))
+        if value < 1:
+            message = (
+                f"Invalid '{name}': integer below minimum value. Expected a value >= 1, "
+                f"but got {value} instead."
+            )
+            return respond(
+                400, _error(message, "invalid_request_error", "integer_below_min_value", name)
+            )
+        return value
+    return None

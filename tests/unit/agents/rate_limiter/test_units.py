@@ -462,6 +462,16 @@ def test_a_partial_bound_caps_at_itself_plus_the_unbounded_part():
     assert estimator.estimate(KEY, bound=4000) == pytest.approx(1200, rel=0.01)
 
 
+def test_a_known_body_size_sizes_the_unbounded_part_of_this_call():
+    estimator = UnitEstimator()
+    estimator.declare(KEY, CHAT)
+    for prompt in (100, 1000, 4000) * 20:  # a quarter of a token per body byte, any size
+        estimator.observe(KEY, prompt + 50, unbounded=prompt, body_bytes=prompt * 4)
+    # A long prompt reserves for its own length, not the average prompt's.
+    assert estimator.estimate(KEY, bound=50, body_bytes=16_000) == pytest.approx(4050, rel=0.01)
+    assert estimator.estimate(KEY, bound=50, body_bytes=400) == pytest.approx(150, rel=0.01)
+
+
 def test_nonsense_observations_are_ignored():
     estimator = UnitEstimator()
     for value in (-1.0, math.nan, math.inf):

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from providers.fake.directives import DirectiveError, Directives, read_directives
+from providers.fake.directives import (
+    DirectiveError,
+    Directives,
+    read_directives,
+    read_prompt_tokens,
+)
 
 
 @pytest.mark.parametrize(
@@ -47,3 +52,23 @@ def test_read(path, headers, expected):
 def test_bad_values(path):
     with pytest.raises(DirectiveError):
         read_directives(make_mocked_request("GET", path))
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "expected"),
+    [
+        ("/v1/chat/completions", {}, None),
+        ("/v1/chat/completions?fake_prompt_tokens=1200", {}, 1200),
+        ("/v1/chat/completions", {"X-Fake-Prompt-Tokens": "0"}, 0),
+        ("/v1/chat/completions?fake_prompt_tokens=7", {"X-Fake-Prompt-Tokens": "9"}, 7),
+    ],
+)
+def test_read_prompt_tokens(path, headers, expected):
+    assert read_prompt_tokens(make_mocked_request("POST", path, headers=headers)) == expected
+
+
+@pytest.mark.parametrize("value", ["many", "-1", "1.5", "1e9"])
+def test_bad_prompt_tokens(value):
+    request = make_mocked_request("POST", "/x", headers={"X-Fake-Prompt-Tokens": value})
+    with pytest.raises(DirectiveError, match="fake_prompt_tokens"):
+        read_prompt_tokens(request)

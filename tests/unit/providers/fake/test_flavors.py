@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from typing import Any
@@ -268,6 +269,150 @@ async def test_openai_headers_and_token_budget(fake_server_factory, session):
         session, "GET", f"{server.url}/v1/models", headers={"Authorization": "Bearer nope"}
     )
     assert (status, body["error"]["code"]) == (401, "invalid_api_key")
+
+
+CHAT = "/v1/chat/completions"
+
+
+def chat(content: str = "hi", **fields: Any) -> dict[str, Any]:
+    return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}], **fields}
+
+
+async def test_openai_counts_the_prompt_by_a_fixed_rule(fake_server_factory, session):
+    server = await fake_server_factory(flavor="openai", auth=BEARER)
+    messages = [
+        {"role": "system", "content": "x" * 80},  # 20 tokens
+        {"role": "user", "content": [{"type": "text", "text": "y" * 5}]},  # 2, rounded up
+        {"role": "assistant", "content": None},  # a tool call: no text
+    ]
+    payload = {"model": "gpt-4o-mini", "messages": messages}
+    status, body, _ = await call(session, "POST", server.url + CHAT, headers=AUTH, json=payload)
+    assert status == 200, body
+    # 3 to prime the reply, 4 per message, a token per four characters.
+    assert body["usage"]["prompt_tokens"] == 3 + (4 + 20) + (4 + 2) + 4
+    assert body["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_openai_completes_max_tokens_and_takes_prompt_tokens_from_a_directive(
+    fake_server_factory, session
+):
+    server = await fake_server_factory(flavor="openai", auth=BEARER)
+    url = server.url + CHAT
+    headers = {**AUTH, "X-Fake-Prompt-Tokens": "1234"}
+    status, body, _ = await call(session, "POST", url, headers=headers, json=chat(max_tokens=321))
+    assert status == 200, body
+    assert body["usage"] == {"prompt_tokens": 1234, "completion_tokens": 321, "total_tokens": 1555}
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "length"
+    assert len(choice["message"]["content"]) == 4 * 321  # four characters a token
+    # The query form; max_completion_tokens wins over max_tokens, as in OpenAI's API.
+    status, body, _ = await call(
+        session,
+        "POST",
+        f"{url}?fake_prompt_tokens=10",
+        headers=AUTH,
+        json=chat(max_tokens=5, max_completion_tokens=7),
+    )
+    assert status == 200, body
+    assert body["usage"] == {"prompt_tokens": 10, "completion_tokens": 7, "total_tokens": 17}
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"max_tokens": 0}, "integer_below_min_value"),
+        ({"max_tokens": "12"}, "invalid_type"),
+        ({"max_completion_tokens": True}, "invalid_type"),
+        ({"max_tokens": 1.5}, "invalid_type"),
+    ],
+)
+async def test_openai_refuses_a_bad_max_tokens(fake_server_factory, session, fields, code):
+    server = await fake_server_factory(flavor="openai", auth=BEARER)
+    status, body, _ = await call(
+        session, "POST", server.url + CHAT, headers=AUTH, json=chat(**fields)
+    )
+    assert (status, body["error"]["code"], body["error"]["param"]) == (
+        400,
+        code,
+        next(iter(fields)),
+    )
+
+
+async def test_openai_refuses_a_bad_prompt_tokens_directive(fake_server_factory, session):
+    server = await fake_server_factory(flavor="openai", auth=BEARER)
+    headers = {**AUTH, "X-Fake-Prompt-Tokens": "lots"}
+    status, body, _ = await call(session, "POST", server.url + CHAT, headers=headers, json=chat())
+    assert status == 400
+    assert "fake_prompt_tokens" in body["fake_directive_error"]
+
+
+async def test_openai_spends_the_usage_it_reports_and_refuses_what_does_not_fit(
+    fake_server_factory, session
+):
+    # 600 tokens a minute: 10 a second, refill negligible against the sizes below.
+    server = await fake_server_factory(flavor="openai", auth=BEARER, tokens_per_min=600)
+    url = server.url + CHAT
+
+    async def spend(prompt: int, completion: int) -> tuple[int, Any, dict[str, str]]:
+        headers = {**AUTH, "X-Fake-Prompt-Tokens": str(prompt)}
+        return await call(session, "POST", url, headers=headers, json=chat(max_tokens=completion))
+
+    status, body, headers = await spend(300, 200)
+    assert status == 200, body
+    assert headers["x-ratelimit-limit-tokens"] == "600"
+    assert 100 <= int(headers["x-ratelimit-remaining-tokens"]) <= 105  # 600 - 500, refilling
+    # 200 does not fit in the ~100 left: a 429 naming tokens, and a Retry-After that suffices.
+    status, body, headers = await spend(150, 50)
+    assert status == 429
+    assert (body["error"]["type"], body["error"]["code"]) == ("tokens", "rate_limit_exceeded")
+    assert "Limit 600" in body["error"]["message"]
+    assert "Requested 200" in body["error"]["message"]
+    assert 8 <= int(headers["Retry-After"]) <= 11  # (200 - ~100) / 10 per second, rounded up
+    assert int(headers["x-ratelimit-remaining-tokens"]) < 200
+    assert server.stats.rate_limited == 0  # the request bucket's count: this was the tokens'
+    assert server.stats.status_counts[429] == 1
+    # A refused call spends nothing: a smaller one still fits.
+    status, body, _ = await spend(40, 40)
+    assert status == 200, body
+    # More than the whole budget never fits; OpenAI says so in its 429.
+    status, body, _ = await spend(500, 500)
+    assert status == 429
+    assert body["error"]["message"].startswith("Request too large for gpt-4o-mini")
+
+
+async def test_openai_charges_tokens_before_generating_the_completion(fake_server_factory, session):
+    server = await fake_server_factory(
+        flavor="openai", auth=BEARER, tokens_per_min=600, completion_ms_per_token=5
+    )
+    url = server.url + CHAT
+    headers = {**AUTH, "X-Fake-Prompt-Tokens": "300"}
+    started = time.monotonic()
+    first = asyncio.create_task(
+        call(session, "POST", url, headers=headers, json=chat(max_tokens=200))
+    )
+    await asyncio.sleep(0.3)  # the first is generating its 200 tokens (1 s)
+    status, body, _ = await call(session, "POST", url, headers=headers, json=chat(max_tokens=1))
+    assert (status, body["error"]["type"]) == (429, "tokens")  # its 500 were spent on arrival
+    status, body, _ = await first
+    assert status == 200, body
+    assert time.monotonic() - started >= 1.0
+
+
+async def test_openai_keeps_its_spent_tokens_across_config_changes(fake_server_factory, session):
+    server = await fake_server_factory(flavor="openai", auth=BEARER, tokens_per_min=600)
+    url = server.url + CHAT
+    headers = {**AUTH, "X-Fake-Prompt-Tokens": "500"}
+    status, _, _ = await call(session, "POST", url, headers=headers, json=chat(max_tokens=1))
+    assert status == 200
+
+    async def remaining() -> int:
+        _, _, headers = await call(session, "GET", server.url + "/v1/models", headers=AUTH)
+        return int(headers["x-ratelimit-remaining-tokens"])
+
+    server.update(latency_ms=1)  # another field: the budget spent stays spent
+    assert await remaining() < 200
+    server.update(tokens_per_min=6000)  # a new budget starts full
+    assert await remaining() >= 5999
 
 
 @pytest.mark.parametrize(
