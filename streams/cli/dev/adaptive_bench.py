@@ -7,13 +7,21 @@ scenario ``changing`` is 60/s, then 80/s, then 40/s, ``fixed`` is 50/s throughou
 ``--headers`` the worker's declaration of the fake names no rate-limit headers (a declaration
 file replaces the fake's own), so only 429s and their Retry-After tell it anything.
 
-Each variant runs the real pipeline (a worker on the broker) on fresh topics and app id against
-a fake of its own, with one shard (one limit key, ``fake``). The key stays backlogged: requests
-without deadline are published so that a few seconds of the declared rate are always waiting,
-and the limiter's wait for requests without deadline is raised so that none expires. Measured
-from outside: the fake's counts (``GET /_fake/stats``) at every phase change, and, every
-POLL_S, the worker's enforced rate and learned limit gauges (absent: None); each request's
-first outcome, after the load, once the backlog has drained.
+Each variant runs the real pipeline (workers on the broker) on fresh topics and app id against
+a fake of its own. By default one worker and one shard (one limit key, ``fake``). With
+``--shards N`` the declared limit is split into N keys ``fake#0`` .. ``fake#N-1`` (rate/N,
+burst/N each) and with ``--workers M`` M worker processes share one group: the request topic
+gets a partition count at which the keys' partitions are dealt evenly over the workers, so each
+worker owns its own keys and learns from its own 429s, while the fake's one bucket is the real
+limit of them all (two workers sharing a sharded key must behave as one client, issue 22).
+
+Every key stays backlogged: requests without deadline are published so that a few seconds of
+its declared rate are always waiting per key, and the limiter's wait for requests without
+deadline is raised so that none expires. Measured from outside: the fake's counts
+(``GET /_fake/stats``) at every phase change, and, every POLL_S, each key's enforced rate and
+learned limit gauges from the worker that owns its partition (``/healthz``, ``/metrics``),
+summed over the keys for the provider (None unless every key has them); each request's first
+outcome, after the load, once the backlog has drained.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,10 +44,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from schemas.keys import limit_key, request_limit_key
 from schemas.models import DeadLetterEvent, RequestEvent, ResultEvent
 from streams.cli.common import run
 from streams.cli.dev.dev_cmd import DEMO_API_KEY
-from streams.cli.dev.processes import start_fake_provider, start_worker, wait_worker_ready
+from streams.cli.dev.processes import (
+    Child,
+    ChildStartError,
+    start_fake_provider,
+    start_worker,
+    wait_worker_ready,
+)
 from streams.cli.dev.roundtrip import (
     bench_topics,
     bench_worker_env,
@@ -45,8 +62,9 @@ from streams.cli.dev.roundtrip import (
     declare_fake,
     read_outcomes,
 )
+from streams.routing import partition_for
 from streams.sdk import CallstreamClient
-from streams.settings import KafkaSettings, ProviderSettings, Settings
+from streams.settings import KafkaSettings, ProviderSettings, Settings, TopicSettings
 
 # Real limits per phase, requests per second.
 SCENARIOS: Mapping[str, tuple[float, ...]] = {"changing": (60, 80, 40), "fixed": (50,)}
@@ -54,8 +72,12 @@ DECLARED_PER_S = 100.0
 DECLARED_BURST = 10
 REAL_BURST = 5  # the fake's bucket
 FAKE_LATENCY_MS = 10
-KEY = "fake"  # the one limit key (one shard)
-SHARDS = 1
+PROVIDER = "fake"
+# The request topic's partitions with one worker (the default); with several, the fewest at
+# which the keys are dealt evenly over the workers (`spread_partitions`).
+DEFAULT_PARTITIONS = TopicSettings().partitions
+MAX_PARTITIONS = 1024
+SETTLE_TIMEOUT_S = 60.0  # for the group to give every partition to exactly one worker
 # The variant the README recommends (limiter.adaptive.mode's default).
 KEPT = "cubic"
 POLL_S = 0.5  # how often the worker's gauges and the fake's counts are read
@@ -81,7 +103,7 @@ class Phase:
 
 @dataclass(frozen=True)
 class AdaptivePlan:
-    """The load, the real limits and the declaration every variant gets."""
+    """The load, the real limits, the declaration and the workers every variant gets."""
 
     scenario: str
     phases: tuple[Phase, ...]
@@ -90,6 +112,8 @@ class AdaptivePlan:
     declared_per_s: float = DECLARED_PER_S
     declared_burst: int = DECLARED_BURST
     real_burst: int = REAL_BURST
+    workers: int = 1
+    shards: int = 1
 
     @property
     def load_s(self) -> float:
@@ -97,12 +121,68 @@ class AdaptivePlan:
 
     @property
     def backlog(self) -> int:
+        """Requests kept without an outcome, over all keys."""
         return max(50, round(BACKLOG_S * self.declared_per_s))
 
+    @property
+    def backlog_per_key(self) -> int:
+        return math.ceil(self.backlog / self.shards)
 
-def make_plan(scenario: str, phase_s: float, *, headers: bool, warm_up_s: float) -> AdaptivePlan:
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The provider's limit keys, as the workers and the publisher name them."""
+        if self.shards <= 1:
+            return (limit_key(PROVIDER),)
+        return tuple(limit_key(PROVIDER, shard=shard) for shard in range(self.shards))
+
+    @property
+    def partitions(self) -> int:
+        """The request topic's partitions."""
+        return spread_partitions(self.keys, self.workers)
+
+
+def make_plan(
+    scenario: str,
+    phase_s: float,
+    *,
+    headers: bool,
+    warm_up_s: float,
+    workers: int = 1,
+    shards: int = 1,
+) -> AdaptivePlan:
     phases = tuple(Phase(rate, phase_s) for rate in SCENARIOS[scenario])
-    return AdaptivePlan(scenario, phases, headers, warm_up_s=min(warm_up_s, phase_s * 0.5))
+    return AdaptivePlan(
+        scenario,
+        phases,
+        headers,
+        warm_up_s=min(warm_up_s, phase_s * 0.5),
+        workers=workers,
+        shards=shards,
+    )
+
+
+def spread_partitions(keys: Sequence[str], workers: int) -> int:
+    """The request topic's partition count for ``workers``: the default with one; else the
+    fewest at which the keys land on distinct partitions that the group's assignor deals
+    evenly over the workers (each gets len(keys) // workers of them, or one more).
+
+    A key's partition is Kafka's murmur2 of it, modulo the count, so it is not the shard's
+    number: at the default 6, ``fake#0`` and ``fake#1`` share partition 1, and one worker
+    would own both. The caller's consumer uses aiokafka's default round-robin assignor, which
+    deals partition p to the (p mod workers)-th member; the bench checks the assignment the
+    workers report anyway (`_wait_settled`).
+    """
+    if workers <= 1:
+        return DEFAULT_PARTITIONS
+    for count in range(max(workers, len(keys)), MAX_PARTITIONS + 1):
+        owned = [partition_for(key.encode(), range(count)) for key in keys]
+        if len(set(owned)) < len(owned):
+            continue
+        per_worker = Counter(partition % workers for partition in owned)
+        loads = [per_worker[worker] for worker in range(workers)]
+        if max(loads) - min(loads) <= 1:
+            return count
+    raise ValueError(f"no partition count up to {MAX_PARTITIONS} spreads {keys} over {workers}")
 
 
 @dataclass(frozen=True)
@@ -132,6 +212,8 @@ class _Tally:
 
     created_ms: dict[str, int] = field(default_factory=dict)
     ended: set[str] = field(default_factory=set)
+    key_of: dict[str, str] = field(default_factory=dict)  # request id: its limit key
+    outstanding_by_key: Counter[str] = field(default_factory=Counter)
     kinds: Counter[str] = field(default_factory=Counter)
     failed: int = 0
     failed_rate_limited: int = 0
@@ -167,6 +249,9 @@ class _Tally:
         if request_id is None or request_id not in self.created_ms or request_id in self.ended:
             return False
         self.ended.add(request_id)
+        key = self.key_of.get(request_id)
+        if key is not None:
+            self.outstanding_by_key[key] -= 1
         self._check_done()
         return True
 
@@ -207,8 +292,10 @@ class _Counts:
 @dataclass(frozen=True)
 class _Sample:
     at: float
-    rate: float | None  # the enforced rate of the key, from the worker's gauge
-    learned: float | None
+    rate: float | None  # the provider's enforced rate: the sum over its keys' gauges
+    learned: float | None  # the sum of its keys' learned limits
+    # Each key's enforced rate, from the worker that owns its partition (absent: no gauge).
+    keys: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -232,10 +319,14 @@ def measure_adaptive(
     figures = {}
     for variant in VARIANTS:
         if variant.name in names:
-            console.print(f"[bold]{variant.name}[/]: starting a worker and a fake provider...")
+            workers = "a worker" if plan.workers == 1 else f"{plan.workers} workers"
+            console.print(f"[bold]{variant.name}[/]: starting {workers} and a fake provider...")
             figures[variant.name] = _run_variant(tmp, servers, variant, plan, console)
     return {
         "scenario": plan.scenario,
+        "workers": plan.workers,
+        "shards": plan.shards,
+        "partitions": plan.partitions,
         "declared": {"rate_per_s": plan.declared_per_s, "burst": plan.declared_burst},
         "real_burst": plan.real_burst,
         "phases": [{"real_per_s": p.real_per_s, "seconds": p.seconds} for p in plan.phases],
@@ -250,7 +341,7 @@ def _run_variant(
     tmp: Path, servers: str, variant: Variant, plan: AdaptivePlan, console: Console
 ) -> dict[str, Any]:
     prefix = f"bench-adaptive-{variant.name}.{int(time.time())}"  # fresh topics and group
-    topics = bench_topics(prefix)
+    topics = bench_topics(prefix).model_copy(update={"partitions": plan.partitions})
     fake = start_fake_provider(
         tmp,
         *("--api-key", DEMO_API_KEY, "--latency-ms", str(FAKE_LATENCY_MS)),
@@ -262,7 +353,8 @@ def _run_variant(
         fake.url,
         prefix,
         topics,
-        CALLSTREAM_PROVIDERS__FAKE__SHARDS=str(SHARDS),
+        CALLSTREAM_TOPICS__PARTITIONS=str(plan.partitions),
+        CALLSTREAM_PROVIDERS__FAKE__SHARDS=str(plan.shards),
         CALLSTREAM_PROVIDERS__FAKE__RATE_PER_S=f"{plan.declared_per_s:g}",
         CALLSTREAM_PROVIDERS__FAKE__BURST=str(plan.declared_burst),
         CALLSTREAM_LIMITER__DEFAULT_MAX_WAIT_S=str(MAX_WAIT_S),
@@ -272,25 +364,96 @@ def _run_variant(
         # The fake's own declaration without its rate-limit headers.
         directory = declare_fake(tmp / f"providers-{prefix}", {"rate_limit_headers": {}})
         env["CALLSTREAM_PROVIDER_DIRS"] = json.dumps([str(directory)])
-    worker = start_worker(tmp, env, name=prefix)
+    workers: list[Child] = []
     try:
-        wait_worker_ready(worker, timeout_s=90)
+        # One group (the app id), a data directory each.
+        for index in range(plan.workers):
+            name = prefix if plan.workers == 1 else f"{prefix}-w{index}"
+            own = {**env, "CALLSTREAM_DATA_DIR": str(tmp / name)}
+            workers.append(start_worker(tmp, own, name=name))
+        for worker in workers:
+            wait_worker_ready(worker, timeout_s=90)
+        owners = _wait_settled(workers, topics.requests, plan.partitions)
+        key_owners = {key: owners.get(_partition(key, plan.partitions)) for key in plan.keys}
+        if plan.workers > 1:
+            console.print(
+                "  "
+                + ", ".join(f"{key} on worker {owner}" for key, owner in key_owners.items())
+                + f" ({plan.partitions} partitions)"
+            )
         settings = Settings(
             kafka=KafkaSettings(bootstrap_servers=servers),
             topics=topics,
-            providers={"fake": ProviderSettings(shards=SHARDS)},
+            providers={PROVIDER: ProviderSettings(shards=plan.shards)},
         )
-        tally, timeline = run(_drive(settings, plan, fake.url, worker.url, console))
+        urls = [worker.url for worker in workers]
+        tally, timeline = run(_drive(settings, plan, fake.url, urls, console))
     finally:
-        worker.stop()
+        for worker in workers:
+            worker.stop()
         fake.stop()
-    return _figures(plan, tally, timeline)
+    return {**_figures(plan, tally, timeline), "owners": key_owners}
+
+
+def _partition(key: str, partitions: int) -> int:
+    """The request topic's partition of a limit key (the publisher keys requests by it)."""
+    return partition_for(key.encode(), range(partitions))
+
+
+_OWNED = re.compile(r"^(?P<topic>.+)\[(?P<partition>\d+)\]$")
+
+
+def _owned(health: Mapping[str, Any], topic: str) -> set[int]:
+    """The partitions of ``topic`` a worker's ``/healthz`` says it owns."""
+    owned = set()
+    for entry in health.get("partitions", ()):
+        match = _OWNED.match(str(entry))
+        if match and match["topic"] == topic:
+            owned.add(int(match["partition"]))
+    return owned
+
+
+def _owners(owned: Sequence[set[int]], partitions: int) -> dict[int, int] | None:
+    """Each partition's worker index, given what each worker owns; None unless every
+    partition has exactly one owner (a rebalance is under way)."""
+    owners = {partition: index for index, mine in enumerate(owned) for partition in mine}
+    if sum(map(len, owned)) != partitions or set(owners) != set(range(partitions)):
+        return None
+    return owners
+
+
+def _wait_settled(workers: Sequence[Child], topic: str, partitions: int) -> dict[int, int]:
+    """Wait until the group has given each partition of ``topic`` to exactly one worker (by
+    their ``/healthz``); returns each partition's worker index.
+
+    Raises:
+        ChildStartError: not settled within SETTLE_TIMEOUT_S.
+    """
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    seen: list[set[int]] = []
+    while time.monotonic() < deadline:
+        seen = []
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            for worker in workers:
+                seen.append(_owned(httpx.get(f"{worker.url}/healthz", timeout=2).json(), topic))
+        owners = _owners(seen, partitions) if len(seen) == len(workers) else None
+        if owners is not None:
+            return owners
+        time.sleep(0.2)
+    raise ChildStartError(
+        f"the workers' group did not settle in {SETTLE_TIMEOUT_S:g} s: {topic}'s partitions "
+        f"owned {[sorted(owned) for owned in seen]}"
+    )
 
 
 async def _drive(
-    settings: Settings, plan: AdaptivePlan, fake_url: str, worker_url: str, console: Console
+    settings: Settings,
+    plan: AdaptivePlan,
+    fake_url: str,
+    worker_urls: Sequence[str],
+    console: Console,
 ) -> tuple[_Tally, _Timeline]:
-    """Keep the key backlogged through the phases, then wait for every request's outcome."""
+    """Keep every key backlogged through the phases, then wait for every request's outcome."""
     tally, timeline = _Tally(), _Timeline()
     progress = Progress(
         TextColumn("{task.description:<44}"),
@@ -318,9 +481,10 @@ async def _drive(
         tasks += read_outcomes(client, on_result, on_dead_letter)
         with progress:
             try:
-                tasks.append(asyncio.create_task(_feed(client, tally, plan.backlog)))
+                tasks.append(asyncio.create_task(_feed(client, tally, plan)))
                 await tally.fed.wait()  # the load starts with the first backlog
-                tasks.append(asyncio.create_task(_poll(http, fake_url, worker_url, timeline)))
+                poll = _poll(http, plan, settings.topics.requests, worker_urls, timeline)
+                tasks.append(asyncio.create_task(poll))
                 await _stage_phases(http, fake_url, plan, timeline, say)
                 tally.stop_feeding()
                 progress.update(clock, description="draining the backlog")
@@ -334,17 +498,34 @@ async def _drive(
     return tally, timeline
 
 
-async def _feed(client: CallstreamClient, tally: _Tally, backlog: int) -> None:
-    """Publish requests without deadline so that ``backlog`` are always without an outcome."""
+async def _feed(client: CallstreamClient, tally: _Tally, plan: AdaptivePlan) -> None:
+    """Publish requests without deadline so that ``plan.backlog_per_key`` of each key are
+    always without an outcome: a key whose requests end sooner gets more, so that none runs
+    dry while another is slower (requests go to a shard by their id: they are made until each
+    key has its share, the spares dropped unpublished)."""
     index = 0
     while tally.feeding:
-        count = backlog - tally.outstanding
-        if count > 0:
-            batch = [
-                RequestEvent(provider="fake", operation="get_item", params={"item_id": f"a{n}"})
-                for n in range(index, index + count)
-            ]
-            index += count
+        wanted = {
+            key: plan.backlog_per_key - tally.outstanding_by_key[key]
+            for key in plan.keys
+            if plan.backlog_per_key > tally.outstanding_by_key[key]
+        }
+        batch = []
+        while wanted:
+            request = RequestEvent(
+                provider=PROVIDER, operation="get_item", params={"item_id": f"a{index}"}
+            )
+            index += 1
+            key = request_limit_key(PROVIDER, request.request_id, plan.shards)
+            if key not in wanted:
+                continue
+            wanted[key] -= 1
+            if not wanted[key]:
+                del wanted[key]
+            batch.append(request)
+            tally.key_of[request.request_id] = key
+            tally.outstanding_by_key[key] += 1
+        if batch:
             tally.created_ms.update((rq.request_id, rq.created_at_ms) for rq in batch)
             await client.publish_many(batch)
             tally.fed.set()
@@ -386,14 +567,54 @@ async def _warm_up(
     timeline.warmed = await _counts(http, fake_url)
 
 
-async def _poll(http: httpx.AsyncClient, fake_url: str, worker_url: str, t: _Timeline) -> None:
-    """The worker's enforced rate and learned limit of the key, every POLL_S."""
+async def _poll(
+    http: httpx.AsyncClient,
+    plan: AdaptivePlan,
+    topic: str,
+    worker_urls: Sequence[str],
+    t: _Timeline,
+) -> None:
+    """Every POLL_S, each key's enforced rate and learned limit from the worker that owns its
+    partition now (a worker keeps the gauges of a key it has lost), and their sums."""
+    partition_of = {key: _partition(key, plan.partitions) for key in plan.keys}
     while True:
         ticked = time.monotonic()
-        with contextlib.suppress(httpx.HTTPError):
-            text = (await http.get(f"{worker_url}/metrics")).text
-            t.samples.append(_Sample(ticked, _gauge(text, RATE_GAUGE), _gauge(text, LEARNED_GAUGE)))
+        answers = await asyncio.gather(
+            *(_worker_state(http, url, topic) for url in worker_urls), return_exceptions=True
+        )
+        rates: dict[str, float] = {}
+        learned: dict[str, float] = {}
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                continue
+            owned, metrics = answer
+            mine = {key for key, partition in partition_of.items() if partition in owned}
+            for key, value in _gauges(metrics, RATE_GAUGE).items():
+                if key in mine:
+                    rates[key] = value
+            for key, value in _gauges(metrics, LEARNED_GAUGE).items():
+                if key in mine:
+                    learned[key] = value
+        t.samples.append(
+            _Sample(ticked, _total(rates, plan.keys), _total(learned, plan.keys), rates)
+        )
         await asyncio.sleep(max(0.0, ticked + POLL_S - time.monotonic()))
+
+
+async def _worker_state(http: httpx.AsyncClient, url: str, topic: str) -> tuple[set[int], str]:
+    """The partitions of ``topic`` a worker owns and its metrics."""
+    health, metrics = await asyncio.gather(http.get(f"{url}/healthz"), http.get(f"{url}/metrics"))
+    return _owned(health.json(), topic), metrics.text
+
+
+def _total(values: Mapping[str, float], keys: Iterable[str]) -> float | None:
+    """The sum over ``keys``; None unless every key has its value."""
+    total = 0.0
+    for key in keys:
+        if key not in values:
+            return None
+        total += values[key]
+    return total
 
 
 async def _set_real_limit(
@@ -410,16 +631,15 @@ async def _counts(http: httpx.AsyncClient, fake_url: str) -> _Counts:
     return _Counts.of(time.monotonic(), response.json())
 
 
-def _gauge(metrics: str, name: str) -> float | None:
-    """The key's sample of a gauge (labelled ``key`` or ``limit_key``), None when absent."""
+def _gauges(metrics: str, name: str) -> dict[str, float]:
+    """A gauge's sample per limit key (labelled ``key`` or ``limit_key``)."""
+    values = {}
     for family in text_string_to_metric_families(metrics):
         for sample in family.samples:
-            if sample.name == name and KEY in (
-                sample.labels.get("key"),
-                sample.labels.get("limit_key"),
-            ):
-                return float(sample.value)
-    return None
+            key = sample.labels.get("limit_key", sample.labels.get("key"))
+            if sample.name == name and key is not None:
+                values[key] = float(sample.value)
+    return values
 
 
 def _figures(plan: AdaptivePlan, tally: _Tally, t: _Timeline) -> dict[str, Any]:
@@ -448,7 +668,19 @@ def _figures(plan: AdaptivePlan, tally: _Tally, t: _Timeline) -> dict[str, Any]:
         "accepted": last.accepted - first.accepted,
         "throttled": last.throttled - first.throttled,
         "phases": phases,
+        "keys": _last_by_key(plan.keys, last.at, t.samples),
     }
+
+
+def _last_by_key(
+    keys: Iterable[str], end: float, samples: Iterable[_Sample]
+) -> dict[str, float | None]:
+    """Each key's last enforced rate before ``end`` (the load's end); None: no gauge."""
+    last: dict[str, float | None] = dict.fromkeys(keys)
+    for sample in samples:
+        if sample.at < end:
+            last.update((key, round(rate, 1)) for key, rate in sample.keys.items() if key in last)
+    return last
 
 
 def _phase_figures(
@@ -461,6 +693,10 @@ def _phase_figures(
     inside = [sample for sample in samples if start.at <= sample.at < end.at]
     rates = [sample.rate for sample in inside if sample.rate is not None]
     learned = [sample.learned for sample in inside if sample.learned is not None]
+    by_key: dict[str, list[float]] = {}
+    for sample in inside:
+        for key, rate in sample.keys.items():
+            by_key.setdefault(key, []).append(rate)
     return {
         "real_per_s": phase.real_per_s,
         "seconds": round(seconds, 1),
@@ -471,6 +707,9 @@ def _phase_figures(
         "throttled_share": _ratio(end.throttled - start.throttled, calls),
         "settle_s": _settle_s(phase.real_per_s, start.at, inside),
         "enforced_rate_mean": round(sum(rates) / len(rates), 1) if rates else None,
+        "enforced_rate_mean_by_key": {
+            key: round(sum(values) / len(values), 1) for key, values in sorted(by_key.items())
+        },
         "learned_limit_last": round(learned[-1], 1) if learned else None,
     }
 
@@ -497,9 +736,12 @@ def print_adaptive(console: Console, report: dict[str, Any]) -> None:
     """The variants side by side, then their outcomes."""
     reals = "/".join(f"{phase['real_per_s']:g}" for phase in report["phases"])
     declared = report["declared"]
+    workers, shards = report.get("workers", 1), report.get("shards", 1)
+    sharing = f", {workers} workers, {shards} shards" if workers > 1 or shards > 1 else ""
     table = Table(
         title=f"adaptive: declared {declared['rate_per_s']:g}/s, real {reals}/s "
-        f"({report['phases'][0]['seconds']:g} s each), {'' if report['headers'] else 'no '}headers",
+        f"({report['phases'][0]['seconds']:g} s each), {'' if report['headers'] else 'no '}headers"
+        + sharing,
         caption="util: accepted calls / what the real limit allowed (by phase); settle: "
         f"seconds until the enforced rate stays within {BAND:.0%} of the real limit; "
         f"throughput: accepted calls/s after {report['warm_up_s']:g} s; kept: {report['kept']}",
@@ -522,6 +764,15 @@ def print_adaptive(console: Console, report: dict[str, Any]) -> None:
         ended = ", ".join(f"{kind} {count}" for kind, count in figures["outcomes"].items())
         left = figures["unfinished"]
         console.print(f"{name} outcomes: {ended}" + (f"; {left} without one" if left else ""))
+        if shards > 1:
+            owners = figures.get("owners", {})
+            console.print(
+                f"{name} enforced at the end: "
+                + ", ".join(
+                    f"{key} {'-' if rate is None else f'{rate:g}'}/s (worker {owners.get(key)})"
+                    for key, rate in figures["keys"].items()
+                )
+            )
 
 
 def _percent(share: float | None, digits: int = 0) -> str:

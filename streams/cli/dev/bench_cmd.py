@@ -594,6 +594,23 @@ def adaptive(
             help="Seconds of load not counted in throughput_per_s (at most half a phase).",
         ),
     ] = 5,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=8,
+            help="Worker processes in one group, sharing the fake provider's one real limit.",
+        ),
+    ] = 1,
+    shards: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=32,
+            help="Split the declared limit into this many limit keys (providers.fake.shards), "
+            "dealt evenly over the workers.",
+        ),
+    ] = 1,
     bootstrap: BenchBootstrap = None,
     as_json: Annotated[
         bool,
@@ -619,12 +636,15 @@ def adaptive(
             f"a comma-separated list of {', '.join(VARIANT_NAMES)}", param_hint="--variants"
         )
     console = Console(stderr=as_json)
-    plan = make_plan(scenario, phase_s, headers=headers, warm_up_s=warm_up_s)
+    plan = make_plan(
+        scenario, phase_s, headers=headers, warm_up_s=warm_up_s, workers=workers, shards=shards
+    )
     with scratch_dir("callstream-bench-") as tmp, _broker(bootstrap) as broker:
         reals = ", then ".join(f"{phase.real_per_s:g}/s" for phase in plan.phases)
+        sharing = f"; {workers} workers, {shards} shards" if workers > 1 or shards > 1 else ""
         console.print(
             f"broker {broker.servers}; declared {plan.declared_per_s:g}/s, real {reals}, "
-            f"{phase_s:g} s each; variants {', '.join(names)}"
+            f"{phase_s:g} s each; variants {', '.join(names)}{sharing}"
         )
         report = measure_adaptive(tmp, broker.servers, plan, names, console)
     print_adaptive(console, report)
