@@ -59,7 +59,7 @@ class RateControl:
     decrease: float = 0.9
     floor_ratio: float = 0.05
     max_ceiling_ratio: float = 2.0
-    recovery_s: float = 8.0
+    recovery_s: float = 12.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.declared_per_s) and self.declared_per_s > 0):
