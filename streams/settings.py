@@ -167,7 +167,8 @@ class AdaptiveSettings(_Section):
     # off: enforce the declared rate (a 429 only delays its request and holds the key for the
     # provider's Retry-After); aimd: additive increase, multiplicative decrease; cubic: a
     # decrease on a 429 then a cubic probe back to the rate that was refused and, past it,
-    # beyond (bench adaptive measures both: cubic keeps more of the real limit).
+    # beyond; both grow at least additively (README, "Adaptive rate limits": within a point
+    # of each other on bench adaptive; cubic kept more at 200 ms of latency, simulated).
     mode: Literal["off", "aimd", "cubic"] = "cubic"
     # The rate after a 429 is this share of the rate that was refused. 0.9 with recovery_s 12:
     # in a simulation of 60, 80 then 40/s behind a declared 100/s (tests/unit/agents/
