@@ -479,7 +479,9 @@ class Limiter:
             return
         key = self.limit_key(request)
         if info.limit is not None and info.window_s is not None:
-            limiter.rates.headers(key, limit=info.limit, window_s=info.window_s)
+            # The provider's limit is the whole key's; each of its shards enforces a share.
+            shards = self._book.shards(request.provider)
+            limiter.rates.headers(key, limit=info.limit, window_s=info.window_s * shards)
         if info.remaining is not None:
             limiter.observe(key, remaining=info.remaining, reset_s=None, in_flight=in_flight)
 
