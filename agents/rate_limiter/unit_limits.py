@@ -13,6 +13,7 @@ Buckets live in memory, as the request buckets do: a new owner starts empty and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Mapping
 
@@ -32,10 +33,6 @@ from schemas.models import RequestEvent
 from streams.metrics import Metrics
 
 __all__ = ["UnitLimits"]
-
-# A waiter whose units do not fit looks again at least this often: settles and refunds of
-# other calls can make room before the bucket's own refill would.
-_RECHECK_S = 0.05
 
 
 class UnitLimits:
@@ -68,6 +65,9 @@ class UnitLimits:
         self._buckets: dict[int, dict[str, UnitsBucket]] = {}
         # Request id -> (partition, key, reservation): calls between reserve and settle.
         self._held: dict[str, tuple[int, str, Reservation]] = {}
+        # Per (partition, key): set when a settle gives units back, so that waiters look again
+        # before the bucket's own refill would let them (a refund can make room at once).
+        self._room: dict[tuple[int, str], asyncio.Event] = {}
 
     def __bool__(self) -> bool:
         """Whether any provider limits units (else the caller never asks)."""
@@ -84,6 +84,8 @@ class UnitLimits:
         gone = set(partitions)
         for partition in gone:
             self._buckets.pop(partition, None)
+        for room_key in [k for k in self._room if k[0] in gone]:
+            self._room.pop(room_key).set()  # waiters wake, find the partition gone, cancel
         for request_id in [r for r, (p, _, _) in self._held.items() if p in gone]:
             del self._held[request_id]
 
@@ -123,7 +125,9 @@ class UnitLimits:
                 waited = True
             if deadline_at is not None and now + wait > deadline_at:
                 return False
-            await asyncio.sleep(min(wait, _RECHECK_S))
+            room = self._room.setdefault((partition, key), asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(room.wait(), wait)
 
     def settle(self, request: RequestEvent, reply: ProviderReply | None, *, reached: bool) -> None:
         """The call of ``request`` ended: ``reply`` says what it spent; without one, a call
@@ -151,7 +155,12 @@ class UnitLimits:
         if buckets is None or state is None:
             return  # revoked meanwhile: the next owner starts empty anyway
         policy = self._policies[request.provider]
-        buckets[key] = settle(state, reservation, actual=actual, now=self._clock(), policy=policy)
+        settled = settle(state, reservation, actual=actual, now=self._clock(), policy=policy)
+        buckets[key] = settled
+        if settled.full_at < state.full_at:  # units came back: the waiters look again
+            room = self._room.pop((partition, key), None)
+            if room is not None:
+                room.set()
 
     def estimates(self) -> dict[str, float]:
         """The learned units per call of each operation (None until an answer), for /metrics."""
