@@ -22,7 +22,7 @@ MIN_THROUGHPUT_PER_S = 45
 # declared rate, twice the real limit between them: 1.3-2.1% measured (a simulation of the same
 # over 120 s: 1.2-1.3%; issue 22's 2% is over the three-phase run of bench adaptive).
 MAX_THROTTLED_SHARE = 0.03
-FAIR_LOW, FAIR_HIGH = 0.2, 0.8
+FAIR_LOW, FAIR_HIGH = 0.1, 0.9
 
 
 @pytest.mark.slow
@@ -88,7 +88,9 @@ def test_two_workers_sharing_a_sharded_key_behave_as_one_client(kafka_bootstrap)
     # Neither key starves: at the end each holds a share of the real limit. Equal shares take
     # longer than this test: the keys grow by the same additive step and are cut by the same
     # factor, which evens them out within about a minute (a two-key simulation: 21/31 at 30 s,
-    # 25/25 at 120 s); in 25 s runs the split ended between 28/28 and 42/15.
+    # 25/25 at 120 s); in 25 s runs the split ended between 28/28 and 42/15, and CI once saw
+    # 43.4 on one key, past the 0.8 bound this test first had. The bounds say what 25 s can show:
+    # neither key starves (at least a tenth of the real limit) nor takes all of it.
     for key in ("fake#0", "fake#1"):
         last = cubic["keys"][key]
         assert FAIR_LOW * REAL_PER_S <= last <= FAIR_HIGH * REAL_PER_S, (key, last, cubic)
