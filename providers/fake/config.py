@@ -123,6 +123,12 @@ class FakeProviderConfig(_Frozen):
     # charged (LLM latency grows with the output), on top of the latency above.
     completion_ms_per_token: float = Field(default=0.0, ge=0)
     tls: FakeTls | None = None
+    # The generic item route's content: its ETag, Last-Modified and body derive from the item id
+    # and this; raise it (``update(content_version=2)``) to change every item (issue 23).
+    content_version: int = Field(default=1, ge=0, le=1_000_000)
+    # Sent verbatim as ``Cache-Control`` on the item route's 200s and 304s (the
+    # ``fake_cache_control`` directive overrides it per request); None sends none.
+    cache_control: str | None = Field(default=None, pattern=r"^[\x20-\x7e]{1,200}$")
 
     def with_changes(self, changes: dict[str, Any]) -> FakeProviderConfig:
         """A validated copy with top-level fields replaced (used by ``POST /_fake/config``)."""

@@ -8,6 +8,9 @@
 - ``fake_retry_after_s`` / ``X-Fake-Retry-After-S``: Retry-After of an injected 429 or 503.
 - ``fake_body_bytes``: the body size of an injected 2xx or 3xx (a JSON string), e.g. to answer
   2 MB with ``fake_status=200``.
+- ``fake_cache_control``: the ``Cache-Control`` of this item answer (200 or 304), replacing the
+  configured one, e.g. ``max-age=5`` or ``no-store`` (lower-case letters, digits, ``=, -``;
+  read by the flavor, checked here).
 - ``fake_prompt_tokens`` / ``X-Fake-Prompt-Tokens`` (OpenAI flavor): the prompt tokens a chat
   completion counts and spends, whatever its messages (read by the flavor, not the server), so a
   replay of token counts needs no bodies of that size.
@@ -15,12 +18,16 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 from aiohttp import web
 
 Outcome = int | Literal["timeout"]
+
+# A safe charset: no quotes, no CR/LF (header injection), room for "max-age=60, public".
+_CACHE_CONTROL = re.compile(r"[a-z0-9=, -]{1,100}")
 
 
 class DirectiveError(ValueError):
@@ -34,6 +41,7 @@ class Directives:
     fail_first: int | None = None
     retry_after_s: int | None = None
     body_bytes: int | None = None
+    cache_control: str | None = None
 
 
 def read_directives(request: web.Request) -> Directives | None:
@@ -60,6 +68,7 @@ def read_directives(request: web.Request) -> Directives | None:
     fail_raw = get("fake_fail_first", "X-Fake-Fail-First")
     retry_raw = get("fake_retry_after_s", "X-Fake-Retry-After-S")
     body_raw = query.get("fake_body_bytes")
+    cache_control = query.get("fake_cache_control")
     return Directives(
         status=_status(status_raw) if status_raw is not None else None,
         delay_s=_number(delay_raw, "fake_delay_ms") / 1000 if delay_raw is not None else None,
@@ -68,7 +77,20 @@ def read_directives(request: web.Request) -> Directives | None:
         if retry_raw is not None
         else None,
         body_bytes=int(_number(body_raw, "fake_body_bytes")) if body_raw is not None else None,
+        cache_control=_cache_control(cache_control) if cache_control is not None else None,
     )
+
+
+def read_cache_control(request: web.Request) -> str | None:
+    """The request's ``fake_cache_control`` directive, None when it has none.
+
+    Raises:
+        DirectiveError: a value outside the safe charset.
+    """
+    if "fake_cache_control" not in request.query_string:
+        return None
+    raw = request.query.get("fake_cache_control")
+    return _cache_control(raw) if raw is not None else None
 
 
 def read_prompt_tokens(request: web.Request) -> int | None:
@@ -94,6 +116,14 @@ def _status(raw: str) -> Outcome:
     if raw.isascii() and raw.isdigit() and 200 <= int(raw) <= 599:
         return int(raw)
     raise DirectiveError(f"fake_status={raw!r}: expected 200-599 or 'timeout'")
+
+
+def _cache_control(raw: str) -> str:
+    if _CACHE_CONTROL.fullmatch(raw) is None:
+        raise DirectiveError(
+            f"fake_cache_control={raw!r}: expected 1-100 of a-z, 0-9, '=', ',', ' ', '-'"
+        )
+    return raw
 
 
 def _number(raw: str, name: str) -> float:

@@ -7,6 +7,7 @@ from pydantic import SecretStr
 from providers.auth.config import ApiKeyAuth
 from providers.declaration import (
     BodySpec,
+    CacheSpec,
     CheckSpec,
     ErrorShape,
     LimitsSpec,
@@ -23,6 +24,7 @@ _DIRECTIVE_PARAMS = {
     "fake_fail_first": ParamSpec(pattern=r"[0-9]{1,6}"),
     "fake_retry_after_s": ParamSpec(pattern=r"[0-9]{1,6}"),
     "fake_body_bytes": ParamSpec(pattern=r"[0-9]{1,7}"),
+    "fake_cache_control": ParamSpec(pattern=r"[a-z0-9=, -]{1,100}"),
 }
 _DIRECTIVE_HEADERS = (
     "X-Fake-Status",
@@ -30,6 +32,7 @@ _DIRECTIVE_HEADERS = (
     "X-Fake-Fail-First",
     "X-Fake-Retry-After-S",
 )
+_ITEM_ID = {"item_id": ParamSpec(pattern=r"[A-Za-z0-9._~-]{1,128}")}
 
 FAKE_PROVIDER = ProviderSpec(
     name="fake",
@@ -40,12 +43,33 @@ FAKE_PROVIDER = ProviderSpec(
     # ignored. The key is a test credential; settings replace it (CALLSTREAM_..._SECRET).
     auth=ApiKeyAuth(in_="header", name="X-API-Key", key=SecretStr("fake-api-key")),
     operations={
+        # Not cached: the throughput benchmark calls it (and echo) to reach the provider.
         "get_item": OperationSpec(
             method="GET",
             path="/v1/items/{item_id}",
-            path_params={"item_id": ParamSpec(pattern=r"[A-Za-z0-9._~-]{1,128}")},
+            path_params=_ITEM_ID,
             query_params=_DIRECTIVE_PARAMS,
             allowed_headers=_DIRECTIVE_HEADERS,
+        ),
+        # The same item, cached per tenant and revalidated with its ETag (issue 23).
+        "get_cached_item": OperationSpec(
+            method="GET",
+            path="/v1/items/{item_id}",
+            path_params=_ITEM_ID,
+            query_params=_DIRECTIVE_PARAMS,
+            allowed_headers=_DIRECTIVE_HEADERS,
+            cache=CacheSpec(ttl_s=60, stale_while_revalidate_s=30, stale_if_error_s=300),
+        ),
+        # The same item as public data: one cache entry for every tenant.
+        "get_public_item": OperationSpec(
+            method="GET",
+            path="/v1/items/{item_id}",
+            path_params=_ITEM_ID,
+            query_params=_DIRECTIVE_PARAMS,
+            allowed_headers=_DIRECTIVE_HEADERS,
+            cache=CacheSpec(
+                ttl_s=60, shared=True, stale_while_revalidate_s=30, stale_if_error_s=300
+            ),
         ),
         "echo": OperationSpec(
             method="POST",

@@ -29,6 +29,7 @@ from providers.fake.stats import FakeStats
 from providers.fake.tokens import TokenIssuer
 
 _IMMUTABLE_WHEN_RUNNING = ("flavor", "tls")
+_BODYLESS = frozenset({204, 304})
 
 
 class _Runtime:
@@ -351,7 +352,11 @@ class FakeProviderServer:
         return response
 
     def _done(self, response: web.Response) -> web.Response:
-        self.stats.status(response.status)
+        status = response.status
+        body = response.body
+        # aiohttp sends no body with a 204 or 304 (RFC 9110 6.4.1), whatever was set on it.
+        size = len(body) if isinstance(body, bytes) and status not in _BODYLESS else 0
+        self.stats.status(status, size)
         return response
 
     async def _unknown(self, request: web.Request) -> web.Response:

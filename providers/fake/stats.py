@@ -1,4 +1,5 @@
-"""What the fake provider saw, for test assertions: calls per key, duplicates, 429s, peak rate."""
+"""What the fake provider saw, for test assertions: calls per key, duplicates, 429s, peak rate,
+304s and body bytes."""
 
 from __future__ import annotations
 
@@ -11,17 +12,20 @@ class FakeStats:
 
     A request's key is its ``Idempotency-Key`` header, else its ``X-Request-Id``. A *call* is a
     request that passed the rate limit and auth, i.e. reached the operation (including injected
-    errors and idempotent replays); rejected ones are counted apart.
+    errors and idempotent replays); rejected ones are counted apart. Every answer of an API
+    route, rejections included, counts by status and adds its body's size to ``body_bytes``.
     """
 
     __slots__ = (
         "_window",
         "arrivals",
         "auth_failures",
+        "body_bytes",
         "calls_by_key",
         "calls_total",
         "idempotent_replays",
         "max_rate_1s",
+        "not_modified",
         "rate_limited",
         "status_counts",
         "timeouts",
@@ -42,6 +46,10 @@ class FakeStats:
         self.timeouts = 0
         self.max_rate_1s = 0
         self.status_counts: dict[int, int] = {}
+        # 304 answers (a revalidation that transferred no body), also in status_counts.
+        self.not_modified = 0
+        # Response body bytes sent by API routes (a 304 adds none).
+        self.body_bytes = 0
 
     def arrival(self, now: float) -> None:
         """Count an API request as it arrives (before any limit) and track the 1 s peak."""
@@ -65,8 +73,12 @@ class FakeStats:
         self.calls_by_key[key] = count
         return count
 
-    def status(self, status: int) -> None:
+    def status(self, status: int, body_bytes: int = 0) -> None:
+        """Count an answer by status, with the size of the body it sends."""
         self.status_counts[status] = self.status_counts.get(status, 0) + 1
+        self.body_bytes += body_bytes
+        if status == 304:
+            self.not_modified += 1
 
     def calls_for(self, key: str) -> int:
         return self.calls_by_key.get(key, 0)
@@ -103,6 +115,8 @@ class FakeStats:
             "token_requests": self.token_requests,
             "idempotent_replays": self.idempotent_replays,
             "timeouts": self.timeouts,
+            "not_modified": self.not_modified,
+            "body_bytes": self.body_bytes,
             "status_counts": {str(k): v for k, v in sorted(self.status_counts.items())},
         }
         if with_keys:

@@ -14,7 +14,9 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from providers.fake.conditional import http_date, not_modified, validators
 from providers.fake.config import FakeProviderConfig
+from providers.fake.directives import DirectiveError, read_cache_control
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 Verdict = Literal["missing", "invalid"]
@@ -60,6 +62,10 @@ def reason(status: int) -> str:
 class Flavor:
     """The ``generic`` flavor: ``/v1/items/{item_id}``, ``/v1/echo`` and plain JSON errors.
 
+    An item answer carries a strong ``ETag`` and a ``Last-Modified`` derived from its id and
+    ``content_version`` (also in its body), and ``Cache-Control`` when configured; a matching
+    ``If-None-Match`` (else ``If-Modified-Since``) gets a 304 without a body (issue 23).
+
     Errors: ``{"error": {"status": 404, "message": "Not Found"}}``. 429 carries ``Retry-After``
     (delay-seconds) and ``X-RateLimit-Limit`` (bucket size), ``X-RateLimit-Remaining``,
     ``X-RateLimit-Reset`` (seconds until the bucket is full), also sent on every response.
@@ -91,10 +97,27 @@ class Flavor:
 
     async def get_item(self, request: web.Request) -> web.Response:
         item_id = request.match_info["item_id"]
-        payload: dict[str, Any] = {"id": item_id, "name": f"Item {item_id}"}
+        version = self.config.content_version
+        etag, last_modified_s = validators(item_id, version)
+        headers = {"ETag": etag, "Last-Modified": http_date(last_modified_s)}
+        try:
+            cache_control = read_cache_control(request) or self.config.cache_control
+        except DirectiveError as error:
+            return respond(400, dumps({"fake_directive_error": str(error)}))
+        if cache_control is not None:
+            headers["Cache-Control"] = cache_control
+        request_headers = request.headers
+        if not_modified(
+            request_headers.get("If-None-Match"),
+            request_headers.get("If-Modified-Since"),
+            etag,
+            last_modified_s,
+        ):
+            return web.Response(status=304, headers=headers)
+        payload: dict[str, Any] = {"id": item_id, "name": f"Item {item_id}", "version": version}
         if request.query_string:
             payload["query"] = dict(request.query)
-        return respond(200, dumps(payload))
+        return respond(200, dumps(payload), headers)
 
     async def echo(self, request: web.Request) -> web.Response:
         body = await request.read()

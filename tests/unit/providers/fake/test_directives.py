@@ -8,6 +8,7 @@ from aiohttp.test_utils import make_mocked_request
 from providers.fake.directives import (
     DirectiveError,
     Directives,
+    read_cache_control,
     read_directives,
     read_prompt_tokens,
 )
@@ -33,6 +34,11 @@ from providers.fake.directives import (
         ),
         ("/x", {"X-Fake-Delay-Ms": "5"}, Directives(delay_s=0.005)),
         ("/x?fake_status=400", {"X-Fake-Status": "500"}, Directives(status=400)),
+        (
+            "/x?fake_cache_control=max-age%3D60,%20public",
+            {},
+            Directives(cache_control="max-age=60, public"),
+        ),
     ],
 )
 def test_read(path, headers, expected):
@@ -47,6 +53,11 @@ def test_read(path, headers, expected):
         "/x?fake_delay_ms=-1",
         "/x?fake_delay_ms=soon",
         "/x?fake_status=200&fake_fail_first=x",
+        "/x?fake_cache_control=",
+        "/x?fake_cache_control=Max-Age%3D1",
+        "/x?fake_cache_control=no-cache%3D%22Set-Cookie%22",
+        "/x?fake_cache_control=a%0D%0AX-Evil:%201",
+        "/x?fake_cache_control=" + "a" * 101,
     ],
 )
 def test_bad_values(path):
@@ -72,3 +83,24 @@ def test_bad_prompt_tokens(value):
     request = make_mocked_request("POST", "/x", headers={"X-Fake-Prompt-Tokens": value})
     with pytest.raises(DirectiveError, match="fake_prompt_tokens"):
         read_prompt_tokens(request)
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/v1/items/1", None),
+        ("/v1/items/1?fake_status=200", None),
+        ("/v1/items/1?fake_cache_control=no-store", "no-store"),
+        (
+            "/v1/items/1?fake_cache_control=max-age=0,%20must-revalidate",
+            "max-age=0, must-revalidate",
+        ),
+    ],
+)
+def test_read_cache_control(path, expected):
+    assert read_cache_control(make_mocked_request("GET", path)) == expected
+
+
+def test_bad_cache_control():
+    with pytest.raises(DirectiveError, match="fake_cache_control"):
+        read_cache_control(make_mocked_request("GET", "/x?fake_cache_control=%22x%22"))

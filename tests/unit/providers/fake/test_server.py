@@ -22,7 +22,10 @@ async def get(
 
 async def test_generic_endpoints(fake_server, session):
     status, _, body = await get(session, f"{fake_server.url}/v1/items/42?color=red")
-    assert (status, body) == (200, {"id": "42", "name": "Item 42", "query": {"color": "red"}})
+    assert (status, body) == (
+        200,
+        {"id": "42", "name": "Item 42", "version": 1, "query": {"color": "red"}},
+    )
     async with session.post(
         f"{fake_server.url}/v1/echo", data=b"raw bytes", headers={"Content-Type": "text/plain"}
     ) as response:

@@ -33,3 +33,14 @@ def test_snapshot_is_json_ready():
     assert snapshot["status_counts"] == {"200": 2}
     assert snapshot["calls_by_key"] == {"k": 2}
     assert "calls_by_key" not in stats.snapshot()
+
+
+def test_not_modified_and_body_bytes():
+    stats = FakeStats()
+    stats.status(200, 120)
+    stats.status(304)
+    stats.status(404, 40)
+    assert (stats.not_modified, stats.body_bytes) == (1, 160)
+    snapshot = stats.snapshot()
+    assert (snapshot["not_modified"], snapshot["body_bytes"]) == (1, 160)
+    assert snapshot["status_counts"] == {"200": 1, "304": 1, "404": 1}
