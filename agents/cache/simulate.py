@@ -56,7 +56,18 @@ CANDIDATES: tuple[PolicyName, ...] = ("sieve", "s3fifo", "wtinylfu")
 # No candidate reaches the issue's goal of 40% on every trace: on web07 at 5% none closes more
 # than 28%; tried and dropped, none reaching 40% there either: ARC (20%), W-TinyLFU with a
 # hill-climbed window (~21%), S3-FIFO variants (small and ghost sizes, a sketch-fed ghost:
-# at most 32%).
+# at most 32%). Then (our own code, unit sizes; NASA / Apache / web07 at 5%, mean of nine):
+# LIRS with the paper's 1% HIR share, ghosts up to 2x capacity: 41.6 / 24.3 / 14.0%, 30.1%;
+# best HIR share (10%) 40.9 / 21.8 / 20.8%, 33.9%; its hit (a reorder, and S's pruning)
+# costs ~2x S3-FIFO's, ~3.5x on get_hit_ns's repeated permutation (every hit is S's bottom).
+# CLOCK-Pro, adaptive, cold target at least 1%: 45.0 / 29.3 / 18.1%, 34.6%; best (fixed 10%
+# cold) 44.8 / 27.6 / 22.9%, 36.6%; a hit sets a bit (as SIEVE). 2Q with the paper's Kin 25%,
+# Kout 50%: 37.1 / 28.3 / 19.7%, 32.8%; best (Kin 10%, Kout 100%) 41.2 / 27.8 / 23.9%, 35.5%.
+# S3-FIFO with a LIRS-like refault test (a ghost key goes to main only if its reuse distance,
+# in gets, is under half the recency of main's last victim; ghost 2x): 52.3 / 43.6 / 28.4%,
+# 45.1%, hit ~1.5x S3-FIFO's (a tick and a timestamp); web07 at most 28.9% over ghost 2-4x
+# and factor 0.5-2. It would lead by the rule (+0.6 point on web07), but it was tuned on these
+# same traces and exists only as a unit-size prototype: a lead for issue 23, not kept.
 KEPT: PolicyName = "s3fifo"
 
 

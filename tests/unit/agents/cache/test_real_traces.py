@@ -78,8 +78,8 @@ def test_the_kept_policy_wins_by_the_rule(keys):
 
 
 @pytest.mark.xfail(
-    reason="issue 23's goal, not reached by any candidate: at 5% S3-FIFO closes 27.8% on "
-    "web07 and 30.8% on the Apache log (50.4% on NASA)",
+    reason="issue 23's goal, not reached by any candidate (nor LIRS, CLOCK-Pro, 2Q: see KEPT): "
+    "at 5% S3-FIFO closes 27.8% on web07 and 30.8% on the Apache log (50.4% on NASA)",
     strict=True,
 )
 def test_the_goal_40_pct_of_the_gap_on_every_trace(keys):
