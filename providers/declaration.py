@@ -26,6 +26,8 @@ ErrorReason = Literal[
 _NAME = r"^[a-z][a-z0-9_]{0,63}$"
 _OPERATION = r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$"
 _IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "DELETE"})
+# Methods with no side effects by definition (RFC 9110 9.2.1) that a cache may answer.
+_SAFE_METHODS = frozenset({"GET", "HEAD"})
 # A dotted path into JSON, as ``json_at`` reads it: keys, or digits for list indexes.
 _JSON_PATH = r"[^.\s]+(\.[^.\s]+)*"
 
@@ -97,6 +99,32 @@ class FallbackSpec(_Frozen):
         return self
 
 
+class CacheSpec(_Frozen):
+    """How the response cache keeps an operation's answers (issue 23; README "Cache").
+
+    Declaring it says the operation is safe to answer from a copy: a GET or HEAD, or an
+    operation with no side effects that says so (``safe``: a search or an embedding sent as a
+    POST). The provider's ``Cache-Control`` can only shorten ``ttl_s`` (``max-age``) or forbid
+    storing (``no-store``; ``private`` when ``shared``), never lengthen it.
+    """
+
+    # Fresh for this long after the answer arrived (or was revalidated).
+    ttl_s: float = Field(gt=0, allow_inf_nan=False)
+    # One entry for every tenant: the answer does not depend on who asks (public data). Else
+    # each tenant has its own entries and never reads another's.
+    shared: bool = False
+    # After ttl_s, answer from the copy (status ``stale``) while one call refreshes it.
+    stale_while_revalidate_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    # After ttl_s, answer from the copy (status ``stale``) when the provider cannot answer
+    # (retriable failure, open breaker).
+    stale_if_error_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    # Parameters whose values the provider compares without case (a GitHub user name): one
+    # entry for "Octocat" and "octocat".
+    case_insensitive_params: tuple[str, ...] = ()
+    # A method other than GET or HEAD that has no side effects.
+    safe: bool = False
+
+
 class CostSpec(_Frozen):
     """Price of one call, plus units read from the JSON response times their unit price."""
 
@@ -116,7 +144,8 @@ class OperationSpec(_Frozen):
     body: BodySpec | None = None
     allowed_headers: tuple[str, ...] = ()
     response_type: Literal["json", "text", "bytes"] = "json"
-    cache_ttl_s: float | None = Field(default=None, ge=0)
+    # How answers are cached (None: never). ``cache_ttl_s = N`` is short for ``cache.ttl_s``.
+    cache: CacheSpec | None = None
     cost: CostSpec = CostSpec()
     timeout_s: float | None = Field(default=None, gt=0)
     # None: derived from the method (GET, PUT and DELETE are idempotent). A call that is not
@@ -182,6 +211,33 @@ class OperationSpec(_Frozen):
         if value is not None and not re.fullmatch(_JSON_PATH, value):
             raise ValueError(f"{value!r} is not a dotted JSON path such as usage.total_tokens")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cache_shorthand(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "cache_ttl_s" in data:
+            data = dict(data)
+            ttl = data.pop("cache_ttl_s")
+            if "cache" in data:
+                raise ValueError("give cache_ttl_s or cache, not both")
+            if ttl:  # 0: not cached
+                data["cache"] = {"ttl_s": ttl}
+        return data
+
+    @model_validator(mode="after")
+    def _cache_safe(self) -> OperationSpec:
+        if self.cache is not None and self.method not in _SAFE_METHODS and not self.cache.safe:
+            raise ValueError(
+                f"a {self.method} operation is cached only if it has no side effects: "
+                "say so with cache.safe = true"
+            )
+        if self.cache is not None:
+            declared = set(self.path_params) | set(self.query_params)
+            if unknown := set(self.cache.case_insensitive_params) - declared:
+                raise ValueError(
+                    f"cache.case_insensitive_params not declared: {', '.join(sorted(unknown))}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _units_consistent(self) -> OperationSpec:
