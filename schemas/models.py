@@ -120,7 +120,10 @@ class ResultEvent(_Event):
     attempts: int = 0
     latency_ms: float = 0.0
     cost: float = 0.0
+    # cached and stale results: the tier that answered (l1, l2, coalesced, revalidated) and
+    # how old the answer is.
     cache_tier: str | None = None
+    cache_age_ms: int | None = None
     # Machine-readable reason for expired/rejected/failed (e.g. "quota_exceeded", "timeout").
     reason: str | None = None
     error_type: str | None = None

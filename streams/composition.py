@@ -20,6 +20,9 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from agents.breaker.board import BreakerBoard
 from agents.breaker.state import BreakerPolicy, from_bytes, snapshot
+from agents.cache.policy import make_cache
+from agents.cache.response_cache import ResponseCache
+from agents.cache.tiers import CacheTiers
 from agents.provider_caller.bulkhead import Bulkheads
 from agents.provider_caller.caller import Caller
 from agents.provider_caller.concurrency import ConcurrencyLimits
@@ -33,7 +36,7 @@ from agents.rate_limiter.partitions import LimiterPartitions
 from agents.rate_limiter.unit_limits import UnitLimits
 from agents.retry.planner import RetryPlanner
 from providers.base import Provider
-from providers.declaration import FallbackSpec
+from providers.declaration import FallbackSpec, OperationSpec
 from providers.errors import UnknownProvider
 from providers.http import ClientConfig, ProviderClient
 from providers.registry import ProviderRegistry
@@ -140,6 +143,9 @@ async def compose(settings: Settings) -> Worker:
         changelogs[quota_changelog(settings)] = (settings.topics.partitions, {})
     if settings.breaker.enabled:  # every worker reads it whole: one partition
         changelogs[breakers_topic(settings)] = (1, {})
+    if cache_l2_on(settings, providers):
+        max_bytes = {"max.message.bytes": str(settings.topics.max_record_bytes)}
+        changelogs[cache_changelog(settings)] = (settings.topics.partitions, max_bytes)
     for changelog, (partitions, configs) in changelogs.items():
         await ensure_changelog_topic(
             settings.kafka, changelog, partitions, settings.topics.replication_factor, configs
@@ -185,6 +191,9 @@ async def compose(settings: Settings) -> Worker:
             metrics.delayed.labels(kind).set(count)
 
     concurrency, concurrency_gauge = concurrency_limits(settings, metrics)
+    cache = response_cache(settings, metrics, producer, providers)
+    if cache is not None:
+        listeners.append(cache.tiers)
     codecs = Codecs()
     no_return = PointOfNoReturn()  # shared: the loop cancels on revocation only what has not called
     caller = Caller(
@@ -215,6 +224,8 @@ async def compose(settings: Settings) -> Worker:
             encode=codecs.request.encode,
         ),
         concurrency=concurrency,
+        cache=cache,
+        cache_hits_count_toward_quota=settings.cache.hits_count_toward_quota,
     )
     publisher = OutcomePublisher(
         producer,
@@ -243,7 +254,12 @@ async def compose(settings: Settings) -> Worker:
         producer=producer,
         loop=loop,
         topics=[settings.topics.requests, *bound_topics],
-        gauges=[delay_gauge, concurrency_gauge, *([limiter.update_gauges] if limiter else [])],
+        gauges=[
+            delay_gauge,
+            concurrency_gauge,
+            *([limiter.update_gauges] if limiter else []),
+            *([cache.tiers.update_gauges] if cache else []),
+        ],
         closers=[gateway.close],
         background=[
             *([broadcast.follow] if broadcast else []),
@@ -505,6 +521,54 @@ def breaker_report(settings: Settings, raw: bytes, *, now: float) -> dict[str, A
     policy = BreakerPolicy(**settings.breaker.model_dump(exclude={"enabled"}))
     state = from_bytes(raw)
     return {**snapshot(state, now=now, policy=policy), "opened_at": state.opened_at}
+
+
+def cacheable_operations(providers: Mapping[str, Provider]) -> dict[tuple[str, str], OperationSpec]:
+    """Every active operation that declares ``cache``, by (provider, operation)."""
+    return {
+        (name, op_name): op
+        for name, provider in providers.items()
+        for op_name, op in provider.spec.operations.items()
+        if op.cache is not None
+    }
+
+
+def cache_l2_on(settings: Settings, providers: Mapping[str, Provider]) -> bool:
+    return (
+        settings.cache.enabled
+        and settings.cache.l2_max_bytes_per_partition > 0
+        and bool(cacheable_operations(providers))
+    )
+
+
+def cache_changelog(settings: Settings) -> str:
+    return f"{settings.app_id}.cache.changelog.v1"
+
+
+def response_cache(
+    settings: Settings,
+    metrics: Metrics,
+    producer: AIOKafkaProducer,
+    providers: Mapping[str, Provider],
+) -> ResponseCache | None:
+    """The response cache (agents/cache); None when disabled or nothing is cacheable, so the
+    common path pays nothing for it."""
+    operations = cacheable_operations(providers)
+    if not settings.cache.enabled or not operations:
+        return None
+    config = settings.cache
+    l1 = make_cache(config.policy, config.l1_max_bytes) if config.l1_max_bytes else None
+    l2 = None
+    if cache_l2_on(settings, providers):
+        l2 = ChangelogTable(
+            "cache",
+            changelog_topic=cache_changelog(settings),
+            directory=settings.data_dir / "tables",
+            producer=producer,
+            kafka=settings.kafka,
+        )
+    tiers = CacheTiers(l1, l2, metrics, l2_max_bytes=config.l2_max_bytes_per_partition)
+    return ResponseCache(operations, tiers, metrics, max_entry_bytes=config.max_entry_bytes)
 
 
 def delays_changelog(settings: Settings) -> str:

@@ -82,6 +82,15 @@ class Metrics:
     breaker_transitions: Counter
     breaker_refusals: Counter
     bulkhead_waits: Counter
+    cache_lookups: Counter
+    cache_coalesced: Counter
+    cache_revalidations: Counter
+    cache_stale: Counter
+    cache_not_stored: Counter
+    cache_evictions: Counter
+    cache_bytes: Gauge
+    cache_entries: Gauge
+    cache_write_failures: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -314,6 +323,65 @@ class Metrics:
                 "Calls that waited for their bulkhead (the provider's, or the operation's, "
                 "concurrent calls were at their maximum).",
                 ["bulkhead"],
+                registry=registry,
+            ),
+            cache_lookups=Counter(
+                "callstream_cache_lookups",
+                "Response cache lookups by tier (l1, l2) and result: hit (fresh, or stale "
+                "within a window) or miss (absent, or expired). An L1 miss looks in L2.",
+                ["provider", "tier", "result"],
+                registry=registry,
+            ),
+            cache_coalesced=Counter(
+                "callstream_cache_coalesced",
+                "Requests that waited for another request's call of the same cache key "
+                "instead of calling (request coalescing).",
+                ["provider"],
+                registry=registry,
+            ),
+            cache_revalidations=Counter(
+                "callstream_cache_revalidations",
+                "Conditional requests for expired entries, by result: not_modified (304, the "
+                "entry refreshed without its body), modified (a new answer) or failed.",
+                ["provider", "result"],
+                registry=registry,
+            ),
+            cache_stale=Counter(
+                "callstream_cache_stale",
+                "Answers given from an expired entry, by why: revalidate (within "
+                "stale-while-revalidate, refreshed in the background) or error (the provider "
+                "could not answer: stale-if-error).",
+                ["provider", "why"],
+                registry=registry,
+            ),
+            cache_not_stored=Counter(
+                "callstream_cache_not_stored",
+                "Answers of cacheable operations not kept, by why: no_store, private (a "
+                "shared entry), too_large, status (not a 200).",
+                ["provider", "reason"],
+                registry=registry,
+            ),
+            cache_evictions=Counter(
+                "callstream_cache_evictions",
+                "Entries the cache let go to make room, by tier.",
+                ["tier"],
+                registry=registry,
+            ),
+            cache_bytes=Gauge(
+                "callstream_cache_bytes",
+                "Bytes the cache holds, by tier (l2: the partitions this worker owns).",
+                ["tier"],
+                registry=registry,
+            ),
+            cache_entries=Gauge(
+                "callstream_cache_entries",
+                "Entries the cache holds, by tier (l2: the partitions this worker owns).",
+                ["tier"],
+                registry=registry,
+            ),
+            cache_write_failures=Counter(
+                "callstream_cache_write_failures",
+                "L2 writes that did not reach the changelog (the entry stays in L1 only).",
                 registry=registry,
             ),
         )

@@ -267,6 +267,25 @@ class BreakerSettings(_Section):
     half_open_calls: int = Field(default=3, ge=1, le=1000)
 
 
+class CacheSettings(_Section):
+    """The response cache (issue 23; README "Cache"): only operations that declare ``cache``
+    (or ``cache_ttl_s``) are cached. L1 is in the worker's memory, shared by its partitions;
+    L2 is each partition's changelogged RocksDB store, kept across restarts and handovers."""
+
+    enabled: bool = True
+    # L1's eviction policy: s3fifo was chosen on real traces (agents/cache/simulate.py);
+    # the others are there to compare (`callstream bench cache`).
+    policy: Literal["s3fifo", "lru", "sieve", "wtinylfu"] = "s3fifo"
+    l1_max_bytes: int = Field(default=64 << 20, ge=0)
+    # 0 turns L2 off (no table, no changelog topic).
+    l2_max_bytes_per_partition: int = Field(default=256 << 20, ge=0)
+    # An answer larger than this is passed on but not kept.
+    max_entry_bytes: int = Field(default=1 << 20, ge=1)
+    # Whether an answer from the cache counts toward the tenant's quota (it never takes a
+    # rate-limit token: the provider is not called).
+    hits_count_toward_quota: bool = False
+
+
 class TenantSettings(_Section):
     """One tenant (``[tenants.NAME]``): the topic that proves it, what it may call, how urgent
     it may be. Configuring any tenant charges every name not configured as ``default``."""
@@ -305,6 +324,7 @@ class Settings(BaseSettings):
     limiter: LimiterSettings = LimiterSettings()
     retry: RetrySettings = RetrySettings()
     breaker: BreakerSettings = BreakerSettings()
+    cache: CacheSettings = CacheSettings()
     # Providers to activate (by registry name) and their overrides. Empty = every known one.
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     # Tenants bound to topics, their allow-lists and priority caps. Empty = tenant and priority

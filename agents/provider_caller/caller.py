@@ -23,6 +23,9 @@ from typing import NamedTuple, Protocol
 
 from agents.breaker.board import BreakerBoard
 from agents.breaker.state import CallResult, PermitKind
+from agents.cache.flights import Flight
+from agents.cache.freshness import Freshness
+from agents.cache.response_cache import REVALIDATED, Keyed, Lookup, ResponseCache
 from agents.outcomes import dead_letter, result
 from agents.provider_caller.bulkhead import Bulkheads
 from agents.provider_caller.concurrency import ConcurrencyLimits
@@ -87,6 +90,16 @@ class _Resumed(NamedTuple):
 
 
 _FRESH = _Resumed((), "")
+
+
+class _Cached(NamedTuple):
+    """A cacheable request on its way to the provider: what the cache holds for it, and the
+    flight it leads (the requests for the same key that wait for its answer)."""
+
+    look: Lookup
+    flight: Flight
+
+
 # The kind of a retry the retry budget deferred (beside "retry" and "quota").
 _BUDGET = "retry_budget"
 # The failures that count against a provider's breaker: its own (5xx, timeouts, connections,
@@ -121,6 +134,8 @@ class Caller:
         bulkheads: Bulkheads | None = None,
         fallbacks: Fallbacks | None = None,
         concurrency: ConcurrencyLimits | None = None,
+        cache: ResponseCache | None = None,
+        cache_hits_count_toward_quota: bool = False,
     ) -> None:
         """Args:
         gateway: calls providers.
@@ -146,6 +161,9 @@ class Caller:
         bulkheads: calls at once per provider or operation (None: only ``max_in_flight``).
         fallbacks: answers when a provider cannot (None: no fallbacks).
         concurrency: adaptive calls-in-flight limits per limit key (None: none).
+        cache: answers cacheable operations from their entries (None: no cache).
+        cache_hits_count_toward_quota: a request answered from the cache counts toward its
+            tenant's quota (it never takes a rate-limit token).
         """
         self._gateway = gateway
         self._decoder = decoder
@@ -166,6 +184,10 @@ class Caller:
         self._bulkheads = bulkheads
         self._fallbacks = fallbacks
         self._concurrency = concurrency
+        self._cache = cache
+        self._hits_count = cache_hits_count_toward_quota and limiter is not None
+        # Background refreshes of entries within stale-while-revalidate (kept from collection).
+        self._refreshes: set[asyncio.Task[None]] = set()
 
     async def handle(self, source: SourceRecord) -> Outcome | Forward | Delay:
         """The outcome of one record. Never raises, except CancelledError when the record's
@@ -230,8 +252,38 @@ class Caller:
             return self._refused(source, request, exc)
         if request.deadline_passed(self._clock_ms() / 1000):
             return self._ended(request, ResultStatus.EXPIRED, "deadline_passed")
-        key = self._limiter.limit_key(request) if self._limiter else request.provider
-        held = self._held_back(source, request, key, resumed)
+        keyed = self._cache.key_of(request) if self._cache is not None else None
+        key = self._limit_key(request, keyed)
+        if resumed is _FRESH:
+            owner = self._owner_of(key) if self._owner_of else None
+            if owner is not None and owner != source.partition:
+                return Forward(key.encode(), source.value)
+        if keyed is None:
+            return await self._go(source, request, prepared, key, resumed)
+        assert self._cache is not None
+        look = self._cache.lookup(request, source.partition, keyed)
+        return await self._cached(source, request, prepared, key, resumed, look)
+
+    def _limit_key(self, request: RequestEvent, keyed: Keyed | None) -> str:
+        """The request's limit key. A cacheable request of a sharded provider goes to the
+        shard of its cache key, so one partition owns each entry and its coalesced calls."""
+        if self._limiter is None:
+            return request.provider
+        if keyed is None:
+            return self._limiter.limit_key(request)
+        return self._limiter.limit_key_by(request, keyed.shard_basis)
+
+    async def _go(
+        self,
+        source: SourceRecord,
+        request: RequestEvent,
+        prepared: PreparedRequest,
+        key: str,
+        resumed: _Resumed,
+        cached: _Cached | None = None,
+    ) -> Outcome | Forward | Delay:
+        """Past the cache: the retry budget and the breaker, a token, the call."""
+        held = self._held_back(source, request, key, resumed, cached)
         if held is not None:
             return held
         if self._limiter is not None:
@@ -240,19 +292,159 @@ class Caller:
                 return refused
         units = self._limiter.units if self._limiter is not None else None
         if units is not None and units.spends(request):
-            return await self._call_with_units(units, source, request, prepared, key, resumed)
-        return await self._call(source, request, prepared, key, resumed)
+            return await self._call_with_units(
+                units, source, request, prepared, key, resumed, cached
+            )
+        return await self._call(source, request, prepared, key, resumed, cached)
+
+    async def _cached(
+        self,
+        source: SourceRecord,
+        request: RequestEvent,
+        prepared: PreparedRequest,
+        key: str,
+        resumed: _Resumed,
+        look: Lookup,
+    ) -> Outcome | Forward | Delay:
+        """A cacheable request: answered from its entry, from another request's call of the
+        same key, or by its own call (which the others then wait for)."""
+        assert self._cache is not None
+        entry = look.entry
+        if entry is not None and look.state is Freshness.FRESH:
+            return await self._from_cache(source, request, key, look, ResultStatus.CACHED)
+        if entry is not None and look.state is Freshness.STALE_REVALIDATE:
+            self._refresh_later(source.partition, request, prepared, key, look)
+            return await self._from_cache(source, request, key, look, ResultStatus.STALE)
+        flight = self._cache.flights.lead(look.key)
+        if flight is None:  # another request of this key is calling: wait for its answer
+            return await self._join(source, request, prepared, key, resumed, look)
+        try:
+            return await self._go(source, request, prepared, key, resumed, _Cached(look, flight))
+        finally:
+            flight.land(None)  # no call made (or landed already): the waiters go on their own
+
+    async def _from_cache(
+        self,
+        source: SourceRecord,
+        request: RequestEvent,
+        key: str,
+        look: Lookup,
+        status: ResultStatus,
+    ) -> Outcome:
+        assert self._cache is not None
+        assert look.entry is not None
+        assert look.tier is not None
+        if self._hits_count:  # the tenant's quota counts answers, not only calls
+            assert self._limiter is not None
+            refused = await self._limiter.count_answered(request, source.partition, key)
+            if refused is not None:
+                return self._ended(request, ResultStatus.REJECTED, refused.reason)
+        answer = self._cache.answer(request, look.entry, tier=look.tier, status=status)
+        return Outcome(answer, reply_to=request.reply_to)
+
+    async def _join(
+        self,
+        source: SourceRecord,
+        request: RequestEvent,
+        prepared: PreparedRequest,
+        key: str,
+        resumed: _Resumed,
+        look: Lookup,
+    ) -> Outcome | Forward | Delay:
+        """Wait for the call another request of the same key is making, and take its answer
+        as this request's own outcome."""
+        assert self._cache is not None
+        self._cache.coalesced(request.provider)
+        landed = await self._cache.flights.join(look.key)
+        if landed is None or not isinstance(landed, ProviderReply | ProviderError):
+            # It made no call after all (refused, delayed): decide afresh.
+            again = self._cache.lookup(request, source.partition, Keyed(look.key, look.spec))
+            return await self._cached(source, request, prepared, key, resumed, again)
+        if isinstance(landed, ProviderError):
+            if look.usable_if_error:
+                return self._stale_if_error(request, look, landed)
+            attempt = _attempt(request, landed, self._clock_ms(), 0.0, resumed.attempts)
+            return self._failed(source, request, landed, (*resumed.attempts, attempt), key)
+        answer = self._cache.shared_answer(request, source.partition, look, landed)
+        return Outcome(answer, reply_to=request.reply_to)
+
+    def _stale_if_error(
+        self, request: RequestEvent, look: Lookup, error: ProviderError | str
+    ) -> Outcome:
+        """The expired entry answers for a provider that cannot (within stale-if-error)."""
+        assert self._cache is not None
+        assert look.entry is not None
+        assert look.tier is not None
+        reason = error if isinstance(error, str) else error.reason
+        answer = self._cache.answer(
+            request, look.entry, tier=look.tier, status=ResultStatus.STALE, reason=reason
+        )
+        return Outcome(answer, reply_to=request.reply_to)
+
+    def _refresh_later(
+        self,
+        partition: int,
+        request: RequestEvent,
+        prepared: PreparedRequest,
+        key: str,
+        look: Lookup,
+    ) -> None:
+        """Refresh an entry answered stale (stale-while-revalidate) with one call in the
+        background, made only on a spare token and while its breaker lets calls through;
+        else the entry stays as it is until a request finds it past the window and calls."""
+        assert self._cache is not None
+        breakers = self._breakers
+        if breakers is not None:
+            breaker = breakers.key_for(request.provider, request.operation)
+            if breakers.is_open(breaker) is not None:
+                return
+        units = self._limiter.units if self._limiter is not None else None
+        if units is not None and units.spends(request):
+            return  # its units are reserved by requests only: a request past the window calls
+        flight = self._cache.flights.lead(look.key)
+        if flight is None:
+            return  # being refreshed already
+        if self._limiter is not None and not self._limiter.take_spare(partition, key):
+            flight.land(None)
+            return
+        refresh = self._refresh(partition, request, prepared, key, look, flight)
+        task = asyncio.create_task(refresh)
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
+
+    async def _refresh(
+        self,
+        partition: int,
+        request: RequestEvent,
+        prepared: PreparedRequest,
+        key: str,
+        look: Lookup,
+        flight: Flight,
+    ) -> None:
+        assert self._cache is not None
+        try:
+            reply = await self._send(request, self._cache.conditional(look, prepared), key)
+        except ProviderError as exc:
+            self._cache.refresh_failed(request.provider)
+            flight.land(exc)
+            return
+        except BaseException:
+            flight.land(None)
+            raise
+        self._cache.keep(request, partition, look, reply)
+        flight.land(reply)
 
     def _held_back(
-        self, source: SourceRecord, request: RequestEvent, key: str, resumed: _Resumed
+        self,
+        source: SourceRecord,
+        request: RequestEvent,
+        key: str,
+        resumed: _Resumed,
+        cached: _Cached | None = None,
     ) -> Outcome | Forward | Delay | None:
-        """What stops a request before it waits for a token: its key's owner is another
-        partition, its retry is over the budget, or its key's breaker is open."""
-        if resumed is _FRESH:
-            owner = self._owner_of(key) if self._owner_of else None
-            if owner is not None and owner != source.partition:
-                return Forward(key.encode(), source.value)
-        elif resumed.attempts and self._retries is not None:  # a retry: within the budget?
+        """What stops a request before it waits for a token: its retry is over the budget,
+        or its key's breaker is open."""
+        if resumed.attempts and self._retries is not None:  # a retry: within the budget?
             held = self._over_retry_budget(source, request, key, resumed)
             if held is not None:
                 return held
@@ -260,6 +452,8 @@ class Caller:
             breaker = self._breakers.key_for(request.provider, request.operation)
             open_until = self._breakers.is_open(breaker)
             if open_until is not None:
+                if cached is not None and cached.look.usable_if_error:
+                    return self._stale_if_error(request, cached.look, "circuit_open")
                 return self._circuit_open(source, request, int(open_until * 1000), resumed)
         return None
 
@@ -371,6 +565,7 @@ class Caller:
         prepared: PreparedRequest,
         key: str,
         resumed: _Resumed,
+        cached: _Cached | None = None,
     ) -> Outcome | Delay | Forward:
         """Reserve the call's units estimate (its provider limits units), then call; the
         reservation is settled by the answer, or given back when no call reached the
@@ -383,7 +578,7 @@ class Caller:
             reason = "deadline_passed" if deadline_at is not None else "max_wait_exceeded"
             return self._ended(request, ResultStatus.EXPIRED, reason)
         try:
-            return await self._call(source, request, prepared, key, resumed)
+            return await self._call(source, request, prepared, key, resumed, cached)
         finally:
             units.settle(request, None, reached=False)  # unless settled by an answer below
 
@@ -394,13 +589,18 @@ class Caller:
         prepared: PreparedRequest,
         key: str,
         resumed: _Resumed,
+        cached: _Cached | None = None,
     ) -> Outcome | Delay | Forward:
         probe = False
         if self._breakers is not None:
             permitted = self._permit(self._breakers, source, request, resumed)
             if not isinstance(permitted, bool):
+                if cached is not None and cached.look.usable_if_error:
+                    return self._stale_if_error(request, cached.look, "circuit_open")
                 return permitted
             probe = permitted
+        if cached is not None and self._cache is not None:
+            prepared = self._cache.conditional(cached.look, prepared)
         started_ms = self._clock_ms()
         started = time.perf_counter()
         if self._retries is not None and not resumed.attempts:
@@ -409,26 +609,45 @@ class Caller:
             reply = await self._send(request, prepared, key)
         except ProviderError as exc:
             duration_s = time.perf_counter() - started
-            if self._limiter is not None and self._limiter.units is not None:
-                self._limiter.units.settle(request, None, reached=exc.may_have_reached)
-            if self._breakers is not None:
-                judged = CallResult.FAILURE if isinstance(exc, _BREAKER_FAILURES) else None
-                breaker = self._breakers.key_for(request.provider, request.operation)
-                self._breakers.record(
-                    breaker, judged or CallResult.IGNORED, duration_s, probe=probe
-                )
-            if isinstance(exc, RateLimited) and self._limiter is not None:
-                self._limiter.observe_rate_limited(
-                    request, source.partition, exc.retry_after_s, sent_at=started_ms / 1000
-                )
-            attempt = _attempt(request, exc, started_ms, duration_s, resumed.attempts)
-            return self._failed(source, request, exc, (*resumed.attempts, attempt), key)
+            return self._unanswered(
+                source, request, exc, key, resumed, cached, probe, started_ms, duration_s
+            )
         except BaseException:  # cancelled while waiting for a call slot: free the probe's place
             if probe and self._breakers is not None:
                 breaker = self._breakers.key_for(request.provider, request.operation)
                 self._breakers.record(breaker, CallResult.IGNORED, 0.0, probe=True)
             raise
-        return self._succeeded(source, request, reply, probe, key)
+        return self._succeeded(source, request, reply, probe, key, cached)
+
+    def _unanswered(
+        self,
+        source: SourceRecord,
+        request: RequestEvent,
+        exc: ProviderError,
+        key: str,
+        resumed: _Resumed,
+        cached: _Cached | None,
+        probe: bool,
+        started_ms: int,
+        duration_s: float,
+    ) -> Outcome | Delay | Forward:
+        """A call that failed: tell the units, the breaker and the limiter, then decide."""
+        if self._limiter is not None and self._limiter.units is not None:
+            self._limiter.units.settle(request, None, reached=exc.may_have_reached)
+        if self._breakers is not None:
+            judged = CallResult.FAILURE if isinstance(exc, _BREAKER_FAILURES) else None
+            breaker = self._breakers.key_for(request.provider, request.operation)
+            self._breakers.record(breaker, judged or CallResult.IGNORED, duration_s, probe=probe)
+        if isinstance(exc, RateLimited) and self._limiter is not None:
+            self._limiter.observe_rate_limited(
+                request, source.partition, exc.retry_after_s, sent_at=started_ms / 1000
+            )
+        attempt = _attempt(request, exc, started_ms, duration_s, resumed.attempts)
+        if cached is not None:
+            cached.flight.land(exc)  # the requests waiting for this call decide alike
+            if exc.retriable and cached.look.usable_if_error:
+                return self._stale_if_error(request, cached.look, exc)
+        return self._failed(source, request, exc, (*resumed.attempts, attempt), key)
 
     def _succeeded(
         self,
@@ -437,6 +656,7 @@ class Caller:
         reply: ProviderReply,
         probe: bool,
         key: str,
+        cached: _Cached | None = None,
     ) -> Outcome:
         if self._breakers is not None:
             breaker = self._breakers.key_for(request.provider, request.operation)
@@ -446,6 +666,12 @@ class Caller:
         if reply.rate_limits and self._limiter is not None:  # most providers send none
             in_flight = self._concurrency[key].in_flight if self._concurrency else 0
             self._limiter.observe(request, source.partition, reply.rate_limit, in_flight=in_flight)
+        if cached is not None and self._cache is not None:
+            refreshed = self._cache.keep(request, source.partition, cached.look, reply)
+            cached.flight.land(reply)
+            if refreshed is not None:  # a 304: the entry, confirmed, is the answer
+                answer = self._cache.answer(request, refreshed, tier=REVALIDATED)
+                return Outcome(answer, reply_to=request.reply_to)
         if request.fallback_of is not None and self._fallbacks is not None:  # an alternate's
             return self._fallbacks.answered_for(request, reply)
         done = result(

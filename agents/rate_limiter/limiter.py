@@ -190,6 +190,12 @@ class PartitionLimiter:
             _decrement(self._by_key, key)
             _decrement(self._by_tenant, tenant)
 
+    def take_spare(self, key: str) -> bool:
+        """Take a token of ``key`` only if one is spare now and no request waits for one."""
+        if self._waiting.count(key):
+            return False
+        return self._gate.try_take(key, 1, self._clock()) == 0.0
+
     def reserved(self, quota_key: bytes) -> int:
         return self._reserved.get(quota_key, 0)
 
@@ -320,6 +326,10 @@ class Limiter:
     def limit_key(self, request: RequestEvent) -> str:
         return self._book.limit_key(request.provider, request.request_id)
 
+    def limit_key_by(self, request: RequestEvent, basis: str) -> str:
+        """The limit key with the shard picked by ``basis`` instead of the request id."""
+        return self._book.limit_key(request.provider, basis)
+
     def assign(self, partitions: Iterable[int]) -> None:
         partitions = list(partitions)
         if self.units is not None:
@@ -381,6 +391,40 @@ class Limiter:
         if end is _Wait.EXPIRED:
             return self._refused(request, Admission.EXPIRED, _expiry_reason(request), key, waited)
         return self._refused(request, Admission.REJECTED, end.value, key, waited)
+
+    def take_spare(self, partition: int, key: str) -> bool:
+        """A token for a call no request waits for (a background cache refresh): only when
+        ``key`` has one spare now and no request waits, so it never delays a request nor
+        pushes the provider over its limit. It counts in no tenant's quota."""
+        limiter = self._partitions.get(partition)
+        return limiter is not None and limiter.take_spare(key)
+
+    async def count_answered(
+        self, request: RequestEvent, partition: int, key: str
+    ) -> Decision | None:
+        """Count a request answered without a call (from the cache) in its tenant's quota:
+        None when it fits (or no quota applies), else its refusal. It never waits: over the
+        quota it is rejected, whatever the quota's ``on_exceed``.
+
+        Raises:
+            asyncio.CancelledError: the partition was revoked.
+        """
+        quota = self._book.quota_for(request.tenant, request.provider)
+        if quota is None:
+            return None
+        limiter = self._partitions.get(partition)
+        if limiter is None:
+            raise asyncio.CancelledError
+        quota_key = f"{request.tenant}/{key}".encode()
+        now = self._clock()
+        decision = self._check(limiter, quota_key, quota, now=now)
+        if decision.verdict is not Verdict.ALLOW:
+            retry_after_s = decision.retry_after_s(now)
+            return self._refused(
+                request, Admission.REJECTED, "quota_exceeded", key, 0.0, retry_after_s
+            )
+        await self._charge(limiter, quota_key, now=now)
+        return None
 
     async def _admit_quota(
         self,
