@@ -16,7 +16,14 @@ AVRO_DIR: Final = Path(__file__).parent / "avro"
 RELEASED_DIR: Final = AVRO_DIR / "released"
 # The top-level events; each is one self-contained file ``avro/<name>.avsc``.
 # ``delayed_request`` is no topic's value: it is the timer table's (agents/retry), versioned alike.
-EVENT_NAMES: Final = ("request_event", "result_event", "dead_letter_event", "delayed_request")
+# ``access_batch`` is the access topic's, between the workers and the predictive cache.
+EVENT_NAMES: Final = (
+    "request_event",
+    "result_event",
+    "dead_letter_event",
+    "delayed_request",
+    "access_batch",
+)
 
 _VERSION_FILE = re.compile(r"^v(\d+)\.avsc$")
 

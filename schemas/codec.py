@@ -18,7 +18,13 @@ from schemas.catalog import (
 )
 from schemas.errors import DecodeError, EncodeError
 from schemas.framing import Framing, SingleObjectFraming
-from schemas.models import DeadLetterEvent, DelayedRequest, RequestEvent, ResultEvent
+from schemas.models import (
+    AccessBatch,
+    DeadLetterEvent,
+    DelayedRequest,
+    RequestEvent,
+    ResultEvent,
+)
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -196,7 +202,7 @@ class EventCodec(Generic[T]):
 class Codecs:
     """One codec per top-level event, sharing one framing; cheap to build (schemas are cached)."""
 
-    __slots__ = ("dead_letter", "delayed", "request", "result")
+    __slots__ = ("access", "dead_letter", "delayed", "request", "result")
 
     def __init__(self, framing: Framing | None = None) -> None:
         """Build the event codecs.
@@ -209,6 +215,7 @@ class Codecs:
         self.result = EventCodec.for_event(ResultEvent, "result_event", framing)
         self.dead_letter = EventCodec.for_event(DeadLetterEvent, "dead_letter_event", framing)
         self.delayed = EventCodec.for_event(DelayedRequest, "delayed_request", framing)
+        self.access = EventCodec.for_event(AccessBatch, "access_batch", framing)
 
     def __repr__(self) -> str:
         return f"Codecs({self.request!r}, {self.result!r}, {self.dead_letter!r})"

@@ -76,6 +76,9 @@ class RequestEvent(_Event):
     # could not answer; its result is then `fallback` and names them (README, "Fallback").
     fallback_of: str | None = Field(default=None, max_length=257)
     fallback_reason: str | None = Field(default=None, max_length=64)
+    # Set by the predictive cache (issue 24): refresh the cached entry on spare quota only;
+    # nobody waits for it, so it publishes no result.
+    prefetch: bool = False
 
     def effective_idempotency_key(self) -> str:
         return self.idempotency_key or self.request_id
@@ -187,6 +190,30 @@ class DelayedRequest(_Event):
     source_partition: int
     source_offset: int
     delayed_at_ms: int
+
+
+class AccessKind(enum.StrEnum):
+    HIT = "hit"
+    FILL = "fill"
+    PREFETCH = "prefetch"
+
+
+class AccessEvent(_Event):
+    """One access of one cache key, as the response cache saw it (for the predictive cache)."""
+
+    key: bytes
+    at_ms: int
+    kind: AccessKind
+    # When the entry stops being fresh, after this access.
+    expires_at_ms: int
+    # On fills: the request's record bytes, which a prefetch of the key sends again.
+    request: bytes | None = None
+
+
+class AccessBatch(_Event):
+    """A worker's accesses of the keys of one access-topic partition (one record, many)."""
+
+    events: list[AccessEvent] = Field(default_factory=list)
 
 
 def dead_letter_key(letter: DeadLetterEvent) -> str:

@@ -20,6 +20,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from agents.breaker.board import BreakerBoard
 from agents.breaker.state import BreakerPolicy, from_bytes, snapshot
+from agents.cache.access import AccessLog
 from agents.cache.policy import make_cache
 from agents.cache.response_cache import ResponseCache
 from agents.cache.tiers import CacheTiers
@@ -28,6 +29,7 @@ from agents.provider_caller.caller import Caller
 from agents.provider_caller.concurrency import ConcurrencyLimits
 from agents.provider_caller.fallbacks import Fallbacks
 from agents.provider_caller.gateway import HttpGateway
+from agents.provider_caller.prefetch_budget import PrefetchBudget
 from agents.provider_caller.tenancy import TenantGate, TenantTable
 from agents.rate_limiter.adaptive import Mode, RateControl
 from agents.rate_limiter.book import LimitBook, ProviderLimit
@@ -63,7 +65,13 @@ from streams.stage.publisher import OutcomePublisher
 from streams.state.broadcast import Broadcast
 from streams.state.table import ChangelogTable
 from streams.state.topic import ensure_changelog_topic
-from streams.topics import check_copartitioned, ensure_topics, pipeline_topics, tenant_topics
+from streams.topics import (
+    access_topic,
+    check_copartitioned,
+    ensure_topics,
+    pipeline_topics,
+    tenant_topics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +117,10 @@ async def compose(settings: Settings) -> Worker:
     # instead of a traceback from inside the worker.
     tenants = tenant_table(settings)
     bound_topics = list(tenants.topics) if tenants else []  # read beside topics.requests
+    access = [access_topic(settings.topics)] if settings.prefetch.enabled else []
     await ensure_topics(
         settings.kafka,
-        pipeline_topics(settings.topics) + tenant_topics(settings.topics, bound_topics),
+        pipeline_topics(settings.topics) + tenant_topics(settings.topics, bound_topics) + access,
         create=settings.topics.create,
     )
     await check_copartitioned(settings.kafka, settings.topics.requests, bound_topics)
@@ -191,10 +200,11 @@ async def compose(settings: Settings) -> Worker:
             metrics.delayed.labels(kind).set(count)
 
     concurrency, concurrency_gauge = concurrency_limits(settings, metrics)
-    cache = response_cache(settings, metrics, producer, providers)
+    codecs = Codecs()
+    access_log = cache_access_log(settings, metrics, producer, codecs)
+    cache = response_cache(settings, metrics, producer, providers, access_log)
     if cache is not None:
         listeners.append(cache.tiers)
-    codecs = Codecs()
     no_return = PointOfNoReturn()  # shared: the loop cancels on revocation only what has not called
     caller = Caller(
         gateway,
@@ -226,6 +236,11 @@ async def compose(settings: Settings) -> Worker:
         concurrency=concurrency,
         cache=cache,
         cache_hits_count_toward_quota=settings.cache.hits_count_toward_quota,
+        prefetch_budget=(
+            PrefetchBudget(settings.prefetch.budget_share, settings.prefetch.budget_min_per_s)
+            if settings.prefetch.enabled
+            else None
+        ),
     )
     publisher = OutcomePublisher(
         producer,
@@ -264,6 +279,7 @@ async def compose(settings: Settings) -> Worker:
         background=[
             *([broadcast.follow] if broadcast else []),
             *([limiter.control_forever] if limiter and adaptive_on(settings) else []),
+            *([access_log.run_forever] if access_log and cache else []),
         ],
     )
     app = create_app(settings, metrics)
@@ -545,11 +561,34 @@ def cache_changelog(settings: Settings) -> str:
     return f"{settings.app_id}.cache.changelog.v1"
 
 
+def cache_access_log(
+    settings: Settings, metrics: Metrics, producer: AIOKafkaProducer, codecs: Codecs
+) -> AccessLog | None:
+    """Where the cache tells the predictive cache what it saw (None: prefetch disabled)."""
+    if not settings.prefetch.enabled:
+        return None
+    topic = settings.topics.access
+
+    async def send(partition: int, value: bytes) -> object:
+        delivery = await producer.send(topic, value=value, partition=partition)
+        return await delivery
+
+    return AccessLog(
+        send,
+        codecs.access.encode,
+        metrics,
+        partitions=settings.topics.partitions,
+        flush_s=settings.prefetch.flush_ms / 1000,
+        max_batch=settings.prefetch.max_batch,
+    )
+
+
 def response_cache(
     settings: Settings,
     metrics: Metrics,
     producer: AIOKafkaProducer,
     providers: Mapping[str, Provider],
+    access: AccessLog | None = None,
 ) -> ResponseCache | None:
     """The response cache (agents/cache); None when disabled or nothing is cacheable, so the
     common path pays nothing for it."""
@@ -568,7 +607,9 @@ def response_cache(
             kafka=settings.kafka,
         )
     tiers = CacheTiers(l1, l2, metrics, l2_max_bytes=config.l2_max_bytes_per_partition)
-    return ResponseCache(operations, tiers, metrics, max_entry_bytes=config.max_entry_bytes)
+    return ResponseCache(
+        operations, tiers, metrics, max_entry_bytes=config.max_entry_bytes, access=access
+    )
 
 
 def delays_changelog(settings: Settings) -> str:

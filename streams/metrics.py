@@ -91,6 +91,13 @@ class Metrics:
     cache_bytes: Gauge
     cache_entries: Gauge
     cache_write_failures: Counter
+    access_events: Counter
+    access_batches: Counter
+    access_dropped: Counter
+    prefetch_calls: Counter
+    prefetch_skipped: Counter
+    prefetch_used: Counter
+    prefetch_wasted: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -382,6 +389,50 @@ class Metrics:
             cache_write_failures=Counter(
                 "callstream_cache_write_failures",
                 "L2 writes that did not reach the changelog (the entry stays in L1 only).",
+                registry=registry,
+            ),
+            access_events=Counter(
+                "callstream_access_events",
+                "Cache accesses sent to the access topic for the predictive cache.",
+                registry=registry,
+            ),
+            access_batches=Counter(
+                "callstream_access_batches",
+                "Access-topic records sent (each a batch of one partition's accesses).",
+                registry=registry,
+            ),
+            access_dropped=Counter(
+                "callstream_access_dropped",
+                "Cache accesses not sent: the broker refused the batch, or the buffer was full.",
+                registry=registry,
+            ),
+            prefetch_calls=Counter(
+                "callstream_prefetch_calls",
+                "Calls made for prefetch requests, by result: refreshed (a new answer), "
+                "not_modified (a 304) or failed.",
+                ["provider", "result"],
+                registry=registry,
+            ),
+            prefetch_skipped=Counter(
+                "callstream_prefetch_skipped",
+                "Prefetch requests not called, by why: quota (no spare token, or requests "
+                "waiting), budget (the key's prefetch budget is spent), breaker (open), "
+                "in_flight (a call of the key is under way), not_cacheable.",
+                ["provider", "reason"],
+                registry=registry,
+            ),
+            prefetch_used=Counter(
+                "callstream_prefetch_used",
+                "Entries refreshed by a prefetch that answered a request before the next "
+                "refresh (the prefetch paid).",
+                ["provider"],
+                registry=registry,
+            ),
+            prefetch_wasted=Counter(
+                "callstream_prefetch_wasted",
+                "Entries refreshed by a prefetch that answered no request before they were "
+                "refreshed again.",
+                ["provider"],
                 registry=registry,
             ),
         )

@@ -68,6 +68,10 @@ class TopicSettings(_Section):
     requests: str = "callstream.requests.v1"
     results: str = "callstream.results.v1"
     dead_letters: str = "callstream.dlq.v1"
+    # What the response cache saw, for the predictive cache (with prefetch.enabled).
+    access: str = "callstream.access.v1"
+    # Accesses are worth hours, not days: the predictive cache reads them as they come.
+    access_retention_ms: int = Field(default=6 * 3600 * 1000, ge=60_000)
     partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=60_000)
@@ -286,6 +290,25 @@ class CacheSettings(_Section):
     hits_count_toward_quota: bool = False
 
 
+class PrefetchSettings(_Section):
+    """The predictive cache (issue 24; README "Predictive cache"). The worker publishes what its
+    cache sees to ``topics.access`` and serves the prefetch requests the predictive-cache agent
+    (`callstream prefetcher`) sends back: only on a spare token, within the budget."""
+
+    enabled: bool = False
+    # Prefetch calls of a limit key: at most this share of its calls for requests, plus
+    # budget_min_per_s, so the predictive cache never costs more than it is told to.
+    budget_share: float = Field(default=0.25, ge=0, le=10)
+    budget_min_per_s: float = Field(default=1.0, ge=0)
+    # Access events are sent in batches: every flush_ms, or at max_batch events.
+    flush_ms: int = Field(default=200, ge=10, le=60_000)
+    max_batch: int = Field(default=1000, ge=1, le=100_000)
+    # The agent (`callstream prefetcher`): how long before an entry expires it decides, and
+    # how: "rule" (refresh if read since the last fetch) or "model" (the online model).
+    lead_s: float = Field(default=2.0, gt=0, le=3600)
+    decider: Literal["rule", "model"] = "rule"
+
+
 class TenantSettings(_Section):
     """One tenant (``[tenants.NAME]``): the topic that proves it, what it may call, how urgent
     it may be. Configuring any tenant charges every name not configured as ``default``."""
@@ -325,6 +348,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     breaker: BreakerSettings = BreakerSettings()
     cache: CacheSettings = CacheSettings()
+    prefetch: PrefetchSettings = PrefetchSettings()
     # Providers to activate (by registry name) and their overrides. Empty = every known one.
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     # Tenants bound to topics, their allow-lists and priority caps. Empty = tenant and priority

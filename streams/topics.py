@@ -56,6 +56,19 @@ def pipeline_topics(topics: TopicSettings) -> list[TopicSpec]:
     ]
 
 
+def access_topic(topics: TopicSettings) -> TopicSpec:
+    """The access topic (issue 24): batches of cache accesses, partitioned by cache key."""
+    return TopicSpec(
+        name=topics.access,
+        partitions=topics.partitions,
+        replication_factor=topics.replication_factor,
+        config={
+            "retention.ms": str(topics.access_retention_ms),
+            "max.message.bytes": str(topics.max_record_bytes),
+        },
+    )
+
+
 async def ensure_topics(kafka: KafkaSettings, specs: list[TopicSpec], *, create: bool) -> None:
     """Create missing topics (when allowed) and fail loudly on any that still do not exist.
 

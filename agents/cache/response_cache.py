@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
+from agents.cache.access import AccessLog
 from agents.cache.entry import CachedResponse, from_reply
 from agents.cache.flights import Flights
 from agents.cache.freshness import (
@@ -34,7 +35,7 @@ from agents.outcomes import result
 from providers.auth.request import PreparedRequest
 from providers.declaration import CacheSpec, OperationSpec
 from providers.response import ProviderReply
-from schemas.models import RequestEvent, ResultEvent, ResultStatus
+from schemas.models import AccessKind, RequestEvent, ResultEvent, ResultStatus
 from streams.metrics import LabelledCache, Metrics
 
 # The tiers a result names beside l1 and l2.
@@ -80,12 +81,15 @@ class ResponseCache:
         *,
         max_entry_bytes: int,
         clock: Callable[[], float] = time.time,
+        access: AccessLog | None = None,
     ) -> None:
         """Args:
         operations: every active operation by (provider, operation); those declaring
             ``cache`` are cached.
         max_entry_bytes: answers larger than this are passed on, not kept.
         clock: epoch seconds.
+        access: where hits, fills and prefetch refreshes are told to the predictive cache
+            (None: nowhere).
         """
         self._cacheable = {
             name: (op, op.cache) for name, op in operations.items() if op.cache is not None
@@ -101,6 +105,9 @@ class ResponseCache:
             tier: LabelledCache(metrics.cache_lookups, tier, "miss") for tier in ("l1", "l2")
         }
         self._metrics = metrics
+        self._access = access
+        # Keys a prefetch refreshed that no request has read since: used or wasted.
+        self._unread_prefetches: set[bytes] = set()
 
     def key_of(self, request: RequestEvent) -> Keyed | None:
         """The request's cache key; None when its operation is not cacheable."""
@@ -130,11 +137,20 @@ class ResponseCache:
             self._misses[tier][provider].inc()
         return Lookup(key, spec, entry, tier, state)
 
+    def peek(self, partition: int, keyed: Keyed) -> Lookup:
+        """What the tiers hold, for a prefetch: counted nowhere, not a use of the entry."""
+        found = self.tiers.peek(partition, keyed.key)
+        if found is None:
+            return Lookup(keyed.key, keyed.spec)
+        entry, tier = found
+        return Lookup(keyed.key, keyed.spec, entry, tier, freshness(entry.life, self._clock()))
+
     def answer(
         self,
         request: RequestEvent,
         entry: CachedResponse,
         *,
+        key: bytes,
         tier: str,
         status: ResultStatus = ResultStatus.CACHED,
         reason: str | None = None,
@@ -144,6 +160,14 @@ class ResponseCache:
         if status is ResultStatus.STALE:
             why = "revalidate" if reason is None else "error"
             self._metrics.cache_stale.labels(request.provider, why).inc()
+        if self._unread_prefetches and key in self._unread_prefetches:
+            self._unread_prefetches.discard(key)
+            self._metrics.prefetch_used.labels(request.provider).inc()
+        if self._access is not None:
+            expires_ms = int(entry.life.fresh_until * 1000)
+            self._access.record(
+                key, AccessKind.HIT, at_ms=int(now * 1000), expires_at_ms=expires_ms
+            )
         return result(
             request,
             status,
@@ -167,10 +191,21 @@ class ResponseCache:
         return prepared.with_headers(validators) if validators else prepared
 
     def keep(
-        self, request: RequestEvent, partition: int, look: Lookup, reply: ProviderReply
+        self,
+        request: RequestEvent,
+        partition: int,
+        look: Lookup,
+        reply: ProviderReply,
+        *,
+        raw: bytes | None = None,
     ) -> CachedResponse | None:
         """Keep the provider's answer (or refresh the entry on a 304); the entry that answers
-        the request now, or None when the answer is not cached (then answer from ``reply``)."""
+        the request now, or None when the answer is not cached (then answer from ``reply``).
+
+        Args:
+            raw: the request's record bytes, told to the predictive cache with the fill (what
+                a prefetch sends again); a prefetch's own passes None.
+        """
         now = self._clock()
         provider = request.provider
         if reply.status == 304:
@@ -183,7 +218,7 @@ class ResponseCache:
                 return look.entry.revalidated(reply.headers, look.entry.life, now)
             self._metrics.cache_revalidations.labels(provider, "not_modified").inc()
             entry = look.entry.revalidated(reply.headers, life, now)
-            self.tiers.put(partition, look.key, entry)
+            self._store(request, partition, look.key, entry, raw)
             return entry
         if look.entry is not None and "if-none-match" not in request.headers:
             self._metrics.cache_revalidations.labels(provider, "modified").inc()
@@ -200,8 +235,28 @@ class ResponseCache:
         if entry.size > self._max_entry_bytes:
             self._not_stored(provider, "too_large")
             return None
-        self.tiers.put(partition, look.key, entry)
+        self._store(request, partition, look.key, entry, raw)
         return None
+
+    def _store(
+        self,
+        request: RequestEvent,
+        partition: int,
+        key: bytes,
+        entry: CachedResponse,
+        raw: bytes | None,
+    ) -> None:
+        self.tiers.put(partition, key, entry)
+        unread = self._unread_prefetches
+        if key in unread:  # refreshed again before anyone read the prefetched copy
+            unread.discard(key)
+            self._metrics.prefetch_wasted.labels(request.provider).inc()
+        if request.prefetch:
+            unread.add(key)
+        if self._access is not None:
+            kind = AccessKind.PREFETCH if request.prefetch else AccessKind.FILL
+            at_ms, expires_ms = int(entry.stored_at * 1000), int(entry.life.fresh_until * 1000)
+            self._access.record(key, kind, at_ms=at_ms, expires_at_ms=expires_ms, request=raw)
 
     def shared_answer(
         self, request: RequestEvent, partition: int, look: Lookup, reply: ProviderReply
@@ -214,7 +269,13 @@ class ResponseCache:
             entry = found[0] if found is not None else look.entry
         else:
             entry = from_reply(reply, Lifetime(now, now, now), now)
-        return self.answer(request, entry, tier=COALESCED)
+        return self.answer(request, entry, key=look.key, tier=COALESCED)
+
+    def prefetch_called(self, provider: str, result: str) -> None:
+        self._metrics.prefetch_calls.labels(provider, result).inc()
+
+    def prefetch_skipped(self, provider: str, reason: str) -> None:
+        self._metrics.prefetch_skipped.labels(provider, reason).inc()
 
     def refresh_failed(self, provider: str) -> None:
         self._metrics.cache_revalidations.labels(provider, "failed").inc()

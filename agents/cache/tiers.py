@@ -108,6 +108,21 @@ class CacheTiers:
             l1.put(key, Held(entry, partition), entry.size)
         return entry, L2
 
+    def peek(self, partition: int, key: bytes) -> tuple[CachedResponse, str] | None:
+        """Like ``get``, without counting a use in L1 nor promoting from L2."""
+        if self._l1 is not None:
+            held = self._l1.peek(key)
+            if isinstance(held, Held):
+                return held.entry, L1
+        if self._l2 is None:
+            return None
+        try:
+            raw = self._l2.get(partition, key)
+        except PartitionNotAssignedError:
+            return None
+        entry = decode_entry(raw) if raw is not None else None
+        return (entry, L2) if entry is not None else None
+
     def put(self, partition: int, key: bytes, entry: CachedResponse) -> None:
         """Keep ``entry`` in L1 now and in L2 in the background."""
         if self._l1 is not None:

@@ -15,6 +15,7 @@ letter so the partition keeps moving.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -30,6 +31,7 @@ from agents.outcomes import dead_letter, result
 from agents.provider_caller.bulkhead import Bulkheads
 from agents.provider_caller.concurrency import ConcurrencyLimits
 from agents.provider_caller.fallbacks import Fallbacks
+from agents.provider_caller.prefetch_budget import PrefetchBudget
 from agents.provider_caller.tenancy import TenantGate
 from agents.rate_limiter.limiter import Admission, Limiter
 from agents.rate_limiter.unit_limits import UnitLimits
@@ -49,7 +51,7 @@ from providers.response import ProviderReply
 from schemas.errors import DecodeError
 from schemas.models import AttemptRecord, DelayedRequest, RequestEvent, ResultStatus, now_ms
 from streams.stage.no_return import PointOfNoReturn
-from streams.stage.records import Delay, Forward, Outcome, SourceRecord
+from streams.stage.records import Delay, Forward, Outcome, Settled, SourceRecord
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,7 @@ class Caller:
         concurrency: ConcurrencyLimits | None = None,
         cache: ResponseCache | None = None,
         cache_hits_count_toward_quota: bool = False,
+        prefetch_budget: PrefetchBudget | None = None,
     ) -> None:
         """Args:
         gateway: calls providers.
@@ -164,6 +167,8 @@ class Caller:
         cache: answers cacheable operations from their entries (None: no cache).
         cache_hits_count_toward_quota: a request answered from the cache counts toward its
             tenant's quota (it never takes a rate-limit token).
+        prefetch_budget: how many prefetch calls each limit key may make (None: prefetch
+            requests are not served).
         """
         self._gateway = gateway
         self._decoder = decoder
@@ -188,8 +193,9 @@ class Caller:
         self._hits_count = cache_hits_count_toward_quota and limiter is not None
         # Background refreshes of entries within stale-while-revalidate (kept from collection).
         self._refreshes: set[asyncio.Task[None]] = set()
+        self._prefetch_budget = prefetch_budget
 
-    async def handle(self, source: SourceRecord) -> Outcome | Forward | Delay:
+    async def handle(self, source: SourceRecord) -> Outcome | Forward | Delay | Settled:
         """The outcome of one record. Never raises, except CancelledError when the record's
         partition is revoked while it waits for a token (it was not called, and will be read
         again by the partition's next owner)."""
@@ -216,7 +222,7 @@ class Caller:
                 source, reason="internal_error", error=exc, stage="caller", request=request
             )
 
-    async def resume(self, partition: int, payload: bytes) -> Outcome | Delay | Forward:
+    async def resume(self, partition: int, payload: bytes) -> Outcome | Delay | Forward | Settled:
         """Take up a request whose delay is due (a retry, a quota window): decided like a new
         record, on the partition that owns its limit key (a ``Forward`` only for a fallback to
         another provider). Never raises, like ``handle``."""
@@ -242,7 +248,7 @@ class Caller:
 
     async def _handle_request(
         self, source: SourceRecord, request: RequestEvent, resumed: _Resumed = _FRESH
-    ) -> Outcome | Forward | Delay:
+    ) -> Outcome | Forward | Delay | Settled:
         refusal = self._refusal(request)
         if refusal is not None:
             return self._refused(source, request, refusal)
@@ -251,6 +257,8 @@ class Caller:
         except ProviderError as exc:
             return self._refused(source, request, exc)
         if request.deadline_passed(self._clock_ms() / 1000):
+            if request.prefetch:  # nobody waits for its result
+                return self._prefetch_skipped(request, "expired")
             return self._ended(request, ResultStatus.EXPIRED, "deadline_passed")
         keyed = self._cache.key_of(request) if self._cache is not None else None
         key = self._limit_key(request, keyed)
@@ -258,11 +266,65 @@ class Caller:
             owner = self._owner_of(key) if self._owner_of else None
             if owner is not None and owner != source.partition:
                 return Forward(key.encode(), source.value)
+        if request.prefetch:
+            return await self._prefetch(source, request, prepared, key, keyed)
         if keyed is None:
             return await self._go(source, request, prepared, key, resumed)
         assert self._cache is not None
         look = self._cache.lookup(request, source.partition, keyed)
         return await self._cached(source, request, prepared, key, resumed, look)
+
+    async def _prefetch(
+        self,
+        source: SourceRecord,
+        request: RequestEvent,
+        prepared: PreparedRequest,
+        key: str,
+        keyed: Keyed | None,
+    ) -> Settled:
+        """Refresh a cached entry for the predictive cache, only on spare capacity: within
+        the key's prefetch budget, on a token nobody waits for, while the breaker is closed
+        and no call of the key is under way. Nobody waits for it: it publishes nothing."""
+        cache, budget = self._cache, self._prefetch_budget
+        if cache is None or keyed is None or budget is None:
+            return self._prefetch_skipped(request, "not_cacheable")
+        if self._breakers is not None:
+            breaker = self._breakers.key_for(request.provider, request.operation)
+            if self._breakers.is_open(breaker) is not None:
+                return self._prefetch_skipped(request, "breaker")
+        if not budget.allows(key):
+            return self._prefetch_skipped(request, "budget")
+        units = self._limiter.units if self._limiter is not None else None
+        if units is not None and units.spends(request):
+            return self._prefetch_skipped(request, "quota")
+        flight = cache.flights.lead(keyed.key)
+        if flight is None:
+            return self._prefetch_skipped(request, "in_flight")
+        with flight:  # lands None unless the call lands: requests waiting on it go on alone
+            if self._limiter is not None and not self._limiter.take_spare(source.partition, key):
+                return self._prefetch_skipped(request, "quota")
+            budget.spend(key)
+            look = cache.peek(source.partition, keyed)
+            calls = self._metrics_prefetch_calls(request)
+            try:
+                reply = await self._send(request, cache.conditional(look, prepared), key)
+            except ProviderError as exc:
+                flight.land(exc)
+                calls("failed")
+                return Settled("failed")
+            cache.keep(request, source.partition, look, reply)
+            flight.land(reply)
+            calls("not_modified" if reply.status == 304 else "refreshed")
+        return Settled("refreshed")
+
+    def _metrics_prefetch_calls(self, request: RequestEvent) -> Callable[[str], None]:
+        assert self._cache is not None
+        return functools.partial(self._cache.prefetch_called, request.provider)
+
+    def _prefetch_skipped(self, request: RequestEvent, reason: str) -> Settled:
+        if self._cache is not None:
+            self._cache.prefetch_skipped(request.provider, reason)
+        return Settled(reason)
 
     def _limit_key(self, request: RequestEvent, keyed: Keyed | None) -> str:
         """The request's limit key. A cacheable request of a sharded provider goes to the
@@ -339,7 +401,9 @@ class Caller:
             refused = await self._limiter.count_answered(request, source.partition, key)
             if refused is not None:
                 return self._ended(request, ResultStatus.REJECTED, refused.reason)
-        answer = self._cache.answer(request, look.entry, tier=look.tier, status=status)
+        answer = self._cache.answer(
+            request, look.entry, key=look.key, tier=look.tier, status=status
+        )
         return Outcome(answer, reply_to=request.reply_to)
 
     async def _join(
@@ -377,7 +441,12 @@ class Caller:
         assert look.tier is not None
         reason = error if isinstance(error, str) else error.reason
         answer = self._cache.answer(
-            request, look.entry, tier=look.tier, status=ResultStatus.STALE, reason=reason
+            request,
+            look.entry,
+            key=look.key,
+            tier=look.tier,
+            status=ResultStatus.STALE,
+            reason=reason,
         )
         return Outcome(answer, reply_to=request.reply_to)
 
@@ -605,6 +674,8 @@ class Caller:
         started = time.perf_counter()
         if self._retries is not None and not resumed.attempts:
             self._retries.first_call(key)  # the retry budget grows with first calls
+        if self._prefetch_budget is not None:
+            self._prefetch_budget.called(key)  # and so does the prefetch budget, with every call
         try:
             reply = await self._send(request, prepared, key)
         except ProviderError as exc:
@@ -667,10 +738,11 @@ class Caller:
             in_flight = self._concurrency[key].in_flight if self._concurrency else 0
             self._limiter.observe(request, source.partition, reply.rate_limit, in_flight=in_flight)
         if cached is not None and self._cache is not None:
-            refreshed = self._cache.keep(request, source.partition, cached.look, reply)
+            look = cached.look
+            refreshed = self._cache.keep(request, source.partition, look, reply, raw=source.value)
             cached.flight.land(reply)
             if refreshed is not None:  # a 304: the entry, confirmed, is the answer
-                answer = self._cache.answer(request, refreshed, tier=REVALIDATED)
+                answer = self._cache.answer(request, refreshed, key=look.key, tier=REVALIDATED)
                 return Outcome(answer, reply_to=request.reply_to)
         if request.fallback_of is not None and self._fallbacks is not None:  # an alternate's
             return self._fallbacks.answered_for(request, reply)

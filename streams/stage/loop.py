@@ -49,7 +49,7 @@ from streams.stage.delays import DelayLine, DueDelay
 from streams.stage.no_return import PointOfNoReturn
 from streams.stage.offsets import OffsetTracker, decode_done, encode_done
 from streams.stage.publisher import OutcomePublisher
-from streams.stage.records import Delay, Forward, Outcome, SourceRecord
+from streams.stage.records import Delay, Forward, Outcome, Settled, SourceRecord
 from streams.state.table import PartitionNotAssignedError
 
 log = logging.getLogger(__name__)
@@ -58,9 +58,9 @@ Records = Sequence[ConsumerRecord[bytes, bytes]]
 
 
 class RecordHandler(Protocol):
-    async def handle(self, source: SourceRecord) -> Outcome | Forward | Delay: ...
+    async def handle(self, source: SourceRecord) -> Outcome | Forward | Delay | Settled: ...
 
-    async def resume(self, partition: int, payload: bytes) -> Outcome | Forward | Delay:
+    async def resume(self, partition: int, payload: bytes) -> Outcome | Forward | Delay | Settled:
         """Take up a delay of ``partition`` that is due (its ``Delay.payload``)."""
         ...
 
@@ -270,7 +270,7 @@ class StageLoop:
             self._total -= 1
             self._delay_wake.set()
 
-    async def _take_up(self, due: DueDelay) -> Outcome | Forward | Delay | None:
+    async def _take_up(self, due: DueDelay) -> Outcome | Forward | Delay | Settled | None:
         """The handler's decision for a due delay, its outcome published; None when the
         handler failed and a dead letter replaced it."""
         source = SourceRecord("<timer table>", due.partition, -1, due.payload)
@@ -283,7 +283,7 @@ class StageLoop:
                 source, exc, stage="handler", request_id=request_id
             )
             return None
-        if isinstance(outcome, Delay):
+        if isinstance(outcome, Delay | Settled):
             return outcome
         try:
             await self._publisher.publish(outcome)
@@ -404,6 +404,8 @@ class StageLoop:
             return
         if isinstance(outcome, Delay):
             await self._hold(source, outcome)
+            return
+        if isinstance(outcome, Settled):
             return
         try:
             await self._publisher.publish(outcome)

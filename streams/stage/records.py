@@ -52,6 +52,14 @@ class Forward(NamedTuple):
     value: bytes
 
 
+class Settled(NamedTuple):
+    """Not an outcome: the record needed none (a prefetch request: nobody waits for it, what it
+    did is in metrics). The record counts as finished."""
+
+    # What became of it: a metric label, so a small fixed set.
+    how: str
+
+
 class Delay(NamedTuple):
     """Not an outcome yet: the stage decides again at ``due_ms`` (a retry, a quota window).
 

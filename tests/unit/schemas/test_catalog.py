@@ -77,6 +77,7 @@ RELEASED_FINGERPRINTS = {
     ("result_event", "v1"): "908aadf5be50b0e6",
     ("dead_letter_event", "v1"): "5fb3e75211099f0c",
     ("delayed_request", "v1"): "517054eb1cdf46cd",
+    ("access_batch", "v1"): "20dd6f13a6fde07e",
 }
 
 

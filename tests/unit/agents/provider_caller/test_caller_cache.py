@@ -15,6 +15,7 @@ from agents.cache.policy import make_cache
 from agents.cache.response_cache import ResponseCache
 from agents.cache.tiers import CacheTiers
 from agents.provider_caller.caller import Caller
+from agents.provider_caller.prefetch_budget import PrefetchBudget
 from agents.rate_limiter.book import LimitBook, ProviderLimit
 from agents.rate_limiter.limiter import Limiter, MemoryQuotaStore
 from providers.auth.request import PreparedRequest
@@ -24,7 +25,7 @@ from providers.response import ProviderReply
 from schemas.models import RequestEvent, ResultEvent, ResultStatus
 from streams.metrics import Metrics
 from streams.settings import QuotaRule
-from streams.stage.records import Outcome, SourceRecord
+from streams.stage.records import Outcome, Settled, SourceRecord
 from tests.unit.agents.provider_caller.test_caller import JsonDecoder
 
 T0 = 1_700_000_000.0
@@ -259,3 +260,123 @@ def _limiter(*quotas: QuotaRule) -> tuple[Limiter, Metrics]:
 
 def test_decoder_is_json() -> None:  # the shared stand-in reads what record() writes
     assert JsonDecoder().decode(json.dumps({"provider": "p", "operation": "o"}).encode())
+
+
+class Accesses:
+    """An AccessLog stand-in: what the cache told the predictive cache."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[bytes, str, bytes | None]] = []
+
+    def record(self, key: bytes, kind: str, **fields: object) -> None:
+        request = fields.get("request")
+        self.seen.append((key, str(kind), request if isinstance(request, bytes) else None))
+
+
+def prefetching(
+    gateway: Gateway, clock: Clock, budget: PrefetchBudget | None = None, **kwargs: object
+) -> tuple[Caller, Accesses, Metrics]:
+    metrics = Metrics.create(CollectorRegistry())
+    tiers = CacheTiers(make_cache("s3fifo", 1 << 20), None, metrics, l2_max_bytes=0)
+    accesses = Accesses()
+    cache = ResponseCache(
+        OPERATIONS,
+        tiers,
+        metrics,
+        max_entry_bytes=1 << 16,
+        clock=clock,
+        access=accesses,  # type: ignore[arg-type]
+    )
+    if budget is None:  # ten prefetches in hand (the key is "fake": no limiter, no shards)
+        budget = PrefetchBudget(1.0, 0.0, clock=clock)
+        for _ in range(10):
+            budget.called("fake")
+    caller = Caller(
+        gateway,
+        JsonDecoder(),
+        clock_ms=clock.ms,
+        cache=cache,
+        prefetch_budget=budget,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    return caller, accesses, metrics
+
+
+def counted(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_prefetch_refreshes_the_entry_and_publishes_nothing() -> None:
+    clock = Clock()
+    new = ProviderReply(200, b'{"v":2}', {"etag": '"v2"'}, provider="fake")
+    gateway = Gateway(OK, new)
+    caller, accesses, metrics = prefetching(gateway, clock)
+    first = record()
+    await caller.handle(first)
+    clock.now += 9  # shortly before ttl_s = 10 runs out
+    settled = await caller.handle(record(prefetch=True, priority=0))
+    assert settled == Settled("refreshed")
+    assert gateway.sent[1].headers.get("If-None-Match") == '"v1"'  # conditional
+    clock.now += 5  # past the first copy's expiry: the refreshed one answers
+    hit = result_of(await caller.handle(record()))
+    assert (hit.status, hit.body) == ("cached", b'{"v":2}')
+    kinds = [kind for _, kind, _ in accesses.seen]
+    assert kinds == ["fill", "prefetch", "hit"]
+    assert accesses.seen[0][2] == first.value  # the fill carries the request's own bytes
+    assert counted(metrics, "callstream_prefetch_calls_total", provider="fake", result="refreshed")
+    assert counted(metrics, "callstream_prefetch_used_total", provider="fake") == 1
+
+
+async def test_a_prefetch_never_read_is_wasted() -> None:
+    clock = Clock()
+    caller, _, metrics = prefetching(Gateway(OK), clock)
+    await caller.handle(record())
+    await caller.handle(record(prefetch=True, priority=0))
+    await caller.handle(record(prefetch=True, priority=0))  # refreshed again, unread
+    assert counted(metrics, "callstream_prefetch_wasted_total", provider="fake") == 1
+
+
+async def test_a_prefetch_takes_only_a_spare_token() -> None:
+    clock = Clock()
+    gateway = Gateway(OK)
+    limiter, _ = _limiter()
+    caller, _, metrics = prefetching(gateway, clock, limiter=limiter)
+    await caller.handle(record())  # spends the burst of 1
+    settled = await caller.handle(record(prefetch=True, priority=0))
+    assert settled == Settled("quota")
+    assert len(gateway.sent) == 1
+    skipped = counted(metrics, "callstream_prefetch_skipped_total", provider="fake", reason="quota")
+    assert skipped == 1
+
+
+async def test_a_prefetch_within_its_budget_only() -> None:
+    clock = Clock()
+    gateway = Gateway(OK)
+    budget = PrefetchBudget(0.0, 0.0, clock=clock)  # nothing to spend
+    caller, _, _ = prefetching(gateway, clock, budget)
+    await caller.handle(record())
+    assert await caller.handle(record(prefetch=True, priority=0)) == Settled("budget")
+    assert len(gateway.sent) == 1
+
+
+async def test_requests_wait_for_a_prefetch_in_flight_and_a_second_prefetch_is_skipped() -> None:
+    clock = Clock()
+    gateway = Gateway(OK)
+    caller, _, _ = prefetching(gateway, clock)
+    gateway.hold.clear()
+    prefetch = asyncio.create_task(caller.handle(record(prefetch=True, priority=0)))
+    await asyncio.sleep(0.01)
+    assert await caller.handle(record(prefetch=True, priority=0)) == Settled("in_flight")
+    waiting = asyncio.create_task(caller.handle(record()))
+    await asyncio.sleep(0.01)
+    gateway.hold.set()
+    assert await prefetch == Settled("refreshed")
+    assert result_of(await waiting).cache_tier == "coalesced"
+    assert len(gateway.sent) == 1
+
+
+async def test_an_expired_prefetch_ends_quietly() -> None:
+    clock = Clock()
+    caller, _, _ = prefetching(Gateway(OK), clock)
+    expired = record(prefetch=True, priority=0, deadline_at_ms=clock.ms() - 1)
+    assert await caller.handle(expired) == Settled("expired")
