@@ -12,8 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer
 
+from schemas.codec import Codecs
 from schemas.models import RequestEvent, ResultStatus
+from streams.kafka import client_options
 from streams.settings import ProviderSettings, Settings
 from tests.integration.conftest import API_KEY
 from tests.integration.pipeline.outcomes import Outcomes, collect, publish
@@ -201,3 +204,62 @@ def test_stale_if_error_answers_when_the_provider_fails(cachy):
     assert result.reason is not None
     assert result.body and b'"id":"e"' in result.body
     assert _stats(fake)["calls_total"] == 2
+
+
+async def _access_events(settings: Settings, *, at_least: int, timeout_s: float = 20) -> list[Any]:
+    """Every access event on the access topic, once at least ``at_least`` have arrived."""
+    consumer = AIOKafkaConsumer(
+        settings.topics.access,
+        **client_options(settings.kafka),
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    events: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(events) < at_least and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    assert record.value is not None
+                    events.extend(Codecs().access.decode(record.value).events)
+    finally:
+        await consumer.stop()
+    return events
+
+
+def test_the_cache_tells_the_access_topic_and_serves_prefetches_quietly(
+    settings: Settings, fake_provider_factory: Any, worker_factory: Any, tmp_path: Path
+) -> None:
+    fake = fake_provider_factory()
+    specs = tmp_path / "provider_files"
+    specs.mkdir()
+    (specs / "cachy.toml").write_text(SPEC.format(url=fake.url))
+    worker_factory(
+        fake.url,
+        CALLSTREAM_PROVIDER_DIRS=f'["{specs}"]',
+        CALLSTREAM_PROVIDERS__CACHY__ENABLED="true",
+        CALLSTREAM_PREFETCH__ENABLED="true",
+        CALLSTREAM_PREFETCH__FLUSH_MS="50",
+        CACHY_KEY=API_KEY,
+    )
+    settings = settings.model_copy(update={"providers": {"cachy": ProviderSettings()}})
+    first, second = _item("private_item", "p"), _item("private_item", "p")
+    _ask(settings, [first])
+    _ask(settings, [second])
+    prefetch = _item("private_item", "p").model_copy(update={"prefetch": True, "priority": 0})
+    asyncio.run(publish(settings, [prefetch], spread=False))
+    deadline = time.monotonic() + 20
+    while _stats(fake)["calls_total"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stats = _stats(fake)
+    assert (stats["calls_total"], stats["not_modified"]) == (2, 1)  # refreshed with a 304
+    events = asyncio.run(_access_events(settings, at_least=3))
+    assert [str(e.kind) for e in events] == ["fill", "hit", "prefetch"]
+    assert len({e.key for e in events}) == 1
+    assert events[0].request is not None  # the fill carries what a prefetch sends again
+    assert Codecs().request.decode(events[0].request).request_id == first.request_id
+    outcomes = asyncio.run(collect(settings, until_ids={second.request_id}, settle_s=1.0))
+    assert prefetch.request_id not in outcomes.ids()  # nobody waits for a prefetch
