@@ -650,3 +650,112 @@ def adaptive(
     print_adaptive(console, report)
     if as_json:
         sys.stdout.write(json.dumps({"adaptive": report}) + "\n")
+
+
+@bench_app.command("cache")
+def cache(
+    trace: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trace",
+            help="Traces to replay: nasa, apache, web07 (repeatable or a comma list; "
+            "default: all three).",
+        ),
+    ] = None,
+    capacity_pct: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--capacity-pct",
+            help="L1 capacities in percent of the trace's unique keys (repeatable or a comma "
+            "list; default: 1,5,10).",
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="Replay only the first N requests of each trace."),
+    ] = None,
+    ttl_s: Annotated[
+        float,
+        typer.Option(
+            "--ttl-s",
+            min=1,
+            help="The operation's fixed TTL. The default (a day) outlasts any replay, so no "
+            "entry expires and the TTL does not confound the policy comparison.",
+        ),
+    ] = 86_400.0,
+    window: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=1000,
+            help="Requests published and without an outcome at most (published in trace "
+            "order, so the cache sees the trace's order).",
+        ),
+    ] = 32,
+    latency_ms: Annotated[
+        float, typer.Option("--latency-ms", min=0, help="The fake provider's latency.")
+    ] = 0.0,
+    l2: Annotated[
+        bool,
+        typer.Option(
+            "--l2/--no-l2",
+            help="Keep the L2 (RocksDB) tier on. Off by default: at these sizes it holds every "
+            "key, so provider calls would be the unique keys whatever the L1 policy.",
+        ),
+    ] = False,
+    calibration: Annotated[
+        int,
+        typer.Option(
+            min=10,
+            help="Cold keys per trace of the CPU calibration (calls, then the same keys as "
+            "L1 hits).",
+        ),
+    ] = 2000,
+    bootstrap: BenchBootstrap = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print only the JSON line on stdout (progress and table on stderr)."
+        ),
+    ] = False,
+) -> None:
+    """Real traces through the response cache: LRU and the kept L1 policy against Belady."""
+    from streams.cli.dev.cache_bench import (
+        CachePlan,
+        measure_cache,
+        parse_pcts,
+        parse_traces,
+        print_cache,
+    )
+
+    try:
+        traces = parse_traces(trace)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--trace") from None
+    try:
+        pcts = parse_pcts(capacity_pct)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--capacity-pct") from None
+    plan = CachePlan(
+        traces,
+        pcts,
+        limit=limit,
+        ttl_s=ttl_s,
+        window=window,
+        latency_ms=latency_ms,
+        l2=l2,
+        calibration=calibration,
+    )
+    use_event_loop("uvloop")  # the publisher and reader, as the worker runs
+    console = Console(stderr=as_json)
+    started = time.monotonic()
+    with scratch_dir("callstream-bench-") as tmp, _broker(bootstrap) as broker:
+        console.print(
+            f"broker {broker.servers}; traces {', '.join(traces)}; L1 at "
+            f"{', '.join(f'{pct:g}%' for pct in pcts)} of unique keys; LRU and {plan.kept}"
+        )
+        rows = measure_cache(tmp, broker.servers, plan, console)
+    print_cache(console, rows)
+    console.print(f"took {time.monotonic() - started:.0f} s")
+    if as_json:
+        sys.stdout.write(json.dumps({"cache": rows}) + "\n")
