@@ -56,6 +56,12 @@ COMMANDS: dict[str, CommandEntry] = {
         False,
         "Run a worker: consume request events, call providers, publish outcomes.",
     ),
+    "prefetcher": CommandEntry(
+        "streams.cli.prefetcher_cmd",
+        "prefetcher",
+        False,
+        "Run the predictive cache: refresh hot cache entries before they expire.",
+    ),
     "dev": CommandEntry(
         "streams.cli.dev.dev_cmd",
         "dev",
