@@ -491,17 +491,15 @@ class Caller:
         flight: Flight,
     ) -> None:
         assert self._cache is not None
-        try:
-            reply = await self._send(request, self._cache.conditional(look, prepared), key)
-        except ProviderError as exc:
-            self._cache.refresh_failed(request.provider)
-            flight.land(exc)
-            return
-        except BaseException:
-            flight.land(None)
-            raise
-        self._cache.keep(request, partition, look, reply)
-        flight.land(reply)
+        with flight:  # lands None if anything below fails: its waiters then call themselves
+            try:
+                reply = await self._send(request, self._cache.conditional(look, prepared), key)
+            except ProviderError as exc:
+                self._cache.refresh_failed(request.provider)
+                flight.land(exc)
+                return
+            self._cache.keep(request, partition, look, reply)
+            flight.land(reply)
 
     def _held_back(
         self,

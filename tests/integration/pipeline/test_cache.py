@@ -142,17 +142,24 @@ def test_one_tenant_never_reads_another_tenants_private_entry(cachy):
     assert _stats(fake)["calls_total"] == 3
 
 
-def test_entries_survive_a_handover_to_a_worker_with_an_empty_disk(cachy):
+def test_entries_survive_a_handover_and_a_restart(cachy):
     fake, settings, worker, start_worker = cachy()
     first = [_item("private_item", f"k{n}") for n in range(20)]
     outcomes = _ask(settings, first)
     assert Counter(r.status for r in outcomes.results) == {ResultStatus.OK: 20}
     time.sleep(1.0)  # the L2 writes reach the changelog in the background
     worker.stop()
-    start_worker("second")  # its own data dir: it can only know what the changelog holds
+    second = start_worker("second")  # its own data dir: only the changelog can tell it
     again = [_item("private_item", f"k{n}") for n in range(20)]
     outcomes = _ask(settings, again)
     tiers = Counter((_only(outcomes, r).status, _only(outcomes, r).cache_tier) for r in again)
+    assert tiers == {(ResultStatus.CACHED, "l2"): 20}
+    # And a plain restart on its own disk: L1 is empty, L2 answers at once.
+    second.stop()
+    start_worker("second")
+    third = [_item("private_item", f"k{n}") for n in range(20)]
+    outcomes = _ask(settings, third)
+    tiers = Counter((_only(outcomes, r).status, _only(outcomes, r).cache_tier) for r in third)
     assert tiers == {(ResultStatus.CACHED, "l2"): 20}
     assert _stats(fake)["calls_total"] == 20
 
