@@ -93,15 +93,9 @@ class CacheTiers:
         l1 = self._l1
         if l1 is not None:
             held = l1.get(key)
-            if held is not None:
-                return held.entry, L1  # type: ignore[attr-defined]
-        if self._l2 is None:
-            return None
-        try:
-            raw = self._l2.get(partition, key)
-        except PartitionNotAssignedError:
-            return None
-        entry = decode_entry(raw) if raw is not None else None
+            if isinstance(held, Held):
+                return held.entry, L1
+        entry = self._from_l2(partition, key)
         if entry is None:
             return None
         if l1 is not None:
@@ -114,14 +108,18 @@ class CacheTiers:
             held = self._l1.peek(key)
             if isinstance(held, Held):
                 return held.entry, L1
+        entry = self._from_l2(partition, key)
+        return (entry, L2) if entry is not None else None
+
+    def _from_l2(self, partition: int, key: bytes) -> CachedResponse | None:
+        """The partition's stored entry, if L2 holds a readable one (a miss otherwise)."""
         if self._l2 is None:
             return None
         try:
             raw = self._l2.get(partition, key)
         except PartitionNotAssignedError:
             return None
-        entry = decode_entry(raw) if raw is not None else None
-        return (entry, L2) if entry is not None else None
+        return decode_entry(raw) if raw is not None else None
 
     def put(self, partition: int, key: bytes, entry: CachedResponse) -> None:
         """Keep ``entry`` in L1 now and in L2 in the background."""
