@@ -13,7 +13,9 @@ GARBAGE = (b"not avro at all", b"\xc3\x01\x00\x00", b"")
 
 
 def demo_requests(count: int, *, seed: int = 7, provider: str = "fake") -> list[RequestEvent]:
-    """``count`` requests: mostly successes, plus 404s, transient 500s, and expired ones.
+    """``count`` requests: mostly successes, plus 404s, transient 500s, expired ones, and
+    reads of a few popular items through a cacheable operation (answered ``cached`` after
+    their first call).
 
     The fake provider obeys the ``fake_status``/``fake_delay_ms`` parameters, so the mix is
     exact and the summary can be checked against it.
@@ -24,7 +26,11 @@ def demo_requests(count: int, *, seed: int = 7, provider: str = "fake") -> list[
         roll = rnd.random()
         params = {"item_id": f"item-{rnd.randrange(200)}"}
         deadline = None
-        if roll < 0.05:
+        operation = "get_item"
+        if roll >= 0.80:  # popular items, shared by every tenant: one call each, then hits
+            operation = "get_public_item"
+            params = {"item_id": f"popular-{rnd.randrange(10)}"}
+        elif roll < 0.05:
             params["fake_status"] = "404"
         elif roll < 0.10:  # a transient failure: 500 twice, then fine (retried with backoff)
             params["fake_status"] = "500"
@@ -35,7 +41,7 @@ def demo_requests(count: int, *, seed: int = 7, provider: str = "fake") -> list[
         requests.append(
             RequestEvent(
                 provider=provider,
-                operation="get_item",
+                operation=operation,
                 params=params,
                 tenant=tenant,
                 deadline_at_ms=deadline,

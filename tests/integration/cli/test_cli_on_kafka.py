@@ -93,6 +93,7 @@ def test_dev_demo_runs_on_the_embedded_broker():
     assert "dead letter (undecodable)" in result.stdout
     assert "expired (deadline_passed)" in result.stdout
     assert "ok after retries" in result.stdout  # transient 500s, retried from the timer table
+    assert "cached" in result.stdout  # popular items, answered from the response cache
 
 
 @pytest.mark.slow
