@@ -163,7 +163,9 @@ class ResponseCache:
         if self._unread_prefetches and key in self._unread_prefetches:
             self._unread_prefetches.discard(key)
             self._metrics.prefetch_used.labels(request.provider).inc()
-        if self._access is not None:
+        # A revalidated answer is the request's own fetch (its fill is told already), not a
+        # read of what an earlier fetch brought: the predictive cache must not see it twice.
+        if self._access is not None and tier != REVALIDATED:
             expires_ms = int(entry.life.fresh_until * 1000)
             self._access.record(
                 key, AccessKind.HIT, at_ms=int(now * 1000), expires_at_ms=expires_ms

@@ -380,3 +380,13 @@ async def test_an_expired_prefetch_ends_quietly() -> None:
     caller, _, _ = prefetching(Gateway(OK), clock)
     expired = record(prefetch=True, priority=0, deadline_at_ms=clock.ms() - 1)
     assert await caller.handle(expired) == Settled("expired")
+
+
+async def test_a_revalidation_is_told_as_a_fill_not_as_a_read() -> None:
+    clock = Clock()
+    gateway = Gateway(OK, ProviderReply(304, b"", {"etag": '"v1"'}, provider="fake"))
+    caller, accesses, _ = prefetching(gateway, clock)
+    await caller.handle(record("strict"))
+    clock.now += 11  # expired, no stale window: the next request revalidates
+    assert result_of(await caller.handle(record("strict"))).cache_tier == "revalidated"
+    assert [kind for _, kind, _ in accesses.seen] == ["fill", "fill"]
