@@ -431,7 +431,8 @@ class Metrics:
             prefetch_wasted=Counter(
                 "callstream_prefetch_wasted",
                 "Entries refreshed by a prefetch that answered no request before they were "
-                "refreshed again.",
+                "refreshed or filled again (one that expires and is never asked for again is "
+                "not counted: calls minus used is the upper bound).",
                 ["provider"],
                 registry=registry,
             ),
