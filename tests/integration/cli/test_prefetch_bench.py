@@ -58,8 +58,10 @@ def _answered_by_calls(row: dict[str, Any]) -> int:
 
 
 @pytest.mark.slow
-def test_bench_prefetch_replays_a_trace_portion_with_and_without_the_agent(kafka_bootstrap):
-    rows = _bench(kafka_bootstrap, "--variants", "ttl,rule", "--hours", "0.25")
+def test_bench_prefetch_with_and_without_the_agent_and_across_a_rebalance(kafka_bootstrap):
+    # One run for both checks (the suite's time): ttl, rule, and rule again with a second
+    # prefetcher joining and leaving mid-run.
+    rows = _bench(kafka_bootstrap, "--variants", "ttl,rule", "--hours", "0.3", "--rebalance")
     assert [(row["trace"], row["variant"]) for row in rows] == [(TRACE, "ttl"), (TRACE, "rule")]
     ttl, rule = rows
     for row in rows:
@@ -87,11 +89,10 @@ def test_bench_prefetch_replays_a_trace_portion_with_and_without_the_agent(kafka
     assert abs(rule["provider_calls"] - expected_calls) <= IN_FLIGHT_SLACK
     assert rule["hit_ratio"] >= ttl["hit_ratio"]  # a refresh never takes an entry away
     assert rule["agent_cpu_pct"] > 0 and sum(rule["access_events"].values()) > 0
+    _no_prefetch_storm(rule)
 
 
-@pytest.mark.slow
-def test_a_rebalance_of_the_agents_group_mid_run_brings_no_prefetch_storm(kafka_bootstrap):
-    (row,) = _bench(kafka_bootstrap, "--variants", "rule", "--hours", "0.35", "--rebalance")
+def _no_prefetch_storm(row: dict[str, Any]) -> None:
     rebalanced = row["rebalance"]
     second = rebalanced["second_prefetcher"]
     # The second process joined the group and read partitions it was given.

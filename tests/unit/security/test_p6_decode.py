@@ -38,8 +38,9 @@ def s(text: bytes) -> bytes:
 
 PREFIX = s(b"rid") + s(b"") + s(b"t") + s(b"p") + s(b"o")
 # body null, content_type null, headers {}, priority 5, deadline null, created 1,
-# reply_to null, trace {}, attempt 1, fallback_of null, fallback_reason null
+# reply_to null, trace {}, attempt 1, fallback_of null, fallback_reason null, prefetch false
 TAIL = zz(0) + zz(0) + zz(0) + zz(5) + zz(0) + zz(1) + zz(0) + zz(0) + zz(1) + zz(0) + zz(0)
+TAIL += b"\x00"  # a boolean is one byte
 
 
 def with_params(n: int) -> bytes:
