@@ -100,7 +100,7 @@ class FallbackSpec(_Frozen):
 
 
 class CacheSpec(_Frozen):
-    """How the response cache keeps an operation's answers (issue 23; README "Cache").
+    """How the response cache keeps an operation's answers (issue 23; README "Response cache").
 
     Declaring it says the operation is safe to answer from a copy: a GET or HEAD, or an
     operation with no side effects that says so (``safe``: a search or an embedding sent as a

@@ -272,9 +272,10 @@ class BreakerSettings(_Section):
 
 
 class CacheSettings(_Section):
-    """The response cache (issue 23; README "Cache"): only operations that declare ``cache``
-    (or ``cache_ttl_s``) are cached. L1 is in the worker's memory, shared by its partitions;
-    L2 is each partition's changelogged RocksDB store, kept across restarts and handovers."""
+    """The response cache (issue 23; README "Response cache"): only operations that declare
+    ``cache`` (or ``cache_ttl_s``) are cached. L1 is in the worker's memory, shared by its
+    partitions; L2 is each partition's changelogged RocksDB store, kept across restarts and
+    handovers."""
 
     enabled: bool = True
     # L1's eviction policy: s3fifo was chosen on real traces (agents/cache/simulate.py);

@@ -1,5 +1,5 @@
 """The response cache as the caller sees it: look a request up, answer from an entry, keep an
-answer, coalesce concurrent misses (issue 23; README "Cache").
+answer, coalesce concurrent misses (issue 23; README "Response cache").
 
 A request is cacheable when its operation declares ``cache``. Its key (``key.py``) names the
 provider, the operation and the canonical parameters, scoped by tenant unless the operation is
