@@ -7,10 +7,10 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
@@ -45,6 +45,8 @@ BenchBootstrap = Annotated[
     typer.Option("--bootstrap", "-b", help="Use this Kafka instead of starting Apache Kafka."),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the figures as JSON too.")]
+
+T = TypeVar("T")
 
 bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
 
@@ -728,14 +730,8 @@ def cache(
         print_cache,
     )
 
-    try:
-        traces = parse_traces(trace)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--trace") from None
-    try:
-        pcts = parse_pcts(capacity_pct)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--capacity-pct") from None
+    traces = _parsed(parse_traces, trace, "--trace")
+    pcts = _parsed(parse_pcts, capacity_pct, "--capacity-pct")
     plan = CachePlan(
         traces,
         pcts,
@@ -843,14 +839,8 @@ def prefetch(
         print_prefetch,
     )
 
-    try:
-        traces = prefetch_traces(trace)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--trace") from None
-    try:
-        chosen = parse_variants(variants)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--variants") from None
+    traces = _parsed(prefetch_traces, trace, "--trace")
+    chosen = _parsed(parse_variants, variants, "--variants")
     plan = PrefetchPlan(
         traces,
         chosen,
@@ -878,3 +868,13 @@ def prefetch(
     console.print(f"took {time.monotonic() - started:.0f} s")
     if as_json:
         sys.stdout.write(json.dumps({"prefetch": rows}) + "\n")
+
+
+def _parsed(
+    parse: Callable[[Sequence[str] | None], T], value: Sequence[str] | None, option: str
+) -> T:
+    """``parse(value)``, its ValueError turned into the option's one-line usage error."""
+    try:
+        return parse(value)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint=option) from None

@@ -30,7 +30,15 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -622,6 +630,30 @@ async def replay(
     Raises:
         BenchStalled: no outcome for STALL_S, or the worker exited.
     """
+    async with counted_replay(settings, on_progress) as (tally, freed, publish):
+        index = 0
+        while index < len(ids) or tally.outstanding:
+            room = window - tally.outstanding
+            if index < len(ids) and room > 0:
+                batch = ids[index : index + room]
+                index += len(batch)
+                await publish(batch)
+                continue
+            freed.clear()
+            await _wait_outcome(freed, worker, tally)
+    return tally
+
+
+# Publishes a request per item id, each noted in the tally as sent now.
+Publish = Callable[[Sequence[str]], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def counted_replay(
+    settings: Settings, on_progress: Callable[[int], object]
+) -> AsyncIterator[tuple[RunTally, asyncio.Event, Publish]]:
+    """A replay's plumbing, shared by the cache and prefetch benches: a tally fed by the
+    outcomes read back (``freed`` set at each), and how to publish a batch of item ids."""
     tally = RunTally()
     freed = asyncio.Event()
 
@@ -631,28 +663,23 @@ async def replay(
             freed.set()
 
     async with CallstreamClient(settings) as client:
+
+        async def publish(items: Sequence[str]) -> None:
+            batch = [_request(item) for item in items]
+            sent = time.perf_counter()
+            for request in batch:
+                tally.published(request.request_id, sent)
+            await client.publish_many(batch)
+
         readers = read_outcomes(
             client,
             lambda event: outcome(tally.add_result(event, time.perf_counter())),
             lambda letter: outcome(tally.add_dead_letter(letter, time.perf_counter())),
         )
         try:
-            index = 0
-            while index < len(ids) or tally.outstanding:
-                room = window - tally.outstanding
-                if index < len(ids) and room > 0:
-                    batch = [_request(item) for item in ids[index : index + room]]
-                    index += len(batch)
-                    sent = time.perf_counter()
-                    for request in batch:
-                        tally.published(request.request_id, sent)
-                    await client.publish_many(batch)
-                    continue
-                freed.clear()
-                await _wait_outcome(freed, worker, tally)
+            yield tally, freed, publish
         finally:
             await cancel_all(readers)
-    return tally
 
 
 def _request(item_id: str) -> RequestEvent:

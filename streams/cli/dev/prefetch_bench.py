@@ -75,10 +75,9 @@ from schemas.errors import DecodeError
 from schemas.models import RequestEvent, now_ms
 from streams.cli.common import run
 from streams.cli.dev.cache_bench import (
-    OPERATION,
-    PROVIDER,
     BenchStalled,
     RunTally,
+    counted_replay,
     declaration_overrides,
     distinct_ids,
     entry_size,
@@ -98,13 +97,10 @@ from streams.cli.dev.processes import (
 from streams.cli.dev.roundtrip import (
     bench_topics,
     bench_worker_env,
-    cancel_all,
     declare_fake,
-    read_outcomes,
 )
 from streams.cli.dev.throughput import ProcessCpu
 from streams.kafka import reader
-from streams.sdk import CallstreamClient
 from streams.settings import KafkaSettings, PrefetchSettings, Settings, TopicSettings
 
 __all__ = [
@@ -780,20 +776,7 @@ async def timed_replay(
     Raises:
         BenchStalled: the worker exited, or no outcome for STALL_S after the last publish.
     """
-    tally = RunTally()
-    freed = asyncio.Event()
-
-    def outcome(counted: bool) -> None:
-        if counted:
-            on_progress(tally.done)
-            freed.set()
-
-    async with CallstreamClient(settings) as client:
-        readers = read_outcomes(
-            client,
-            lambda event: outcome(tally.add_result(event, time.perf_counter())),
-            lambda letter: outcome(tally.add_dead_letter(letter, time.perf_counter())),
-        )
+    async with counted_replay(settings, on_progress) as (tally, freed, publish):
         helper = asyncio.create_task(side(timed[-1][0])) if side and timed else None
         started = time.perf_counter()
         try:
@@ -805,11 +788,7 @@ async def timed_replay(
                     await asyncio.sleep(min(timed[index][0] - now, 1.0))
                     continue
                 end = bisect.bisect_right(timed, now, lo=index, key=lambda row: row[0])
-                batch = [_request(item) for _, item in timed[index:end]]
-                sent = time.perf_counter()
-                for request in batch:
-                    tally.published(request.request_id, sent)
-                await client.publish_many(batch)
+                await publish([item for _, item in timed[index:end]])
                 index = end
             await _drain(freed, worker, tally)
             if helper is not None:
@@ -819,12 +798,7 @@ async def timed_replay(
                 helper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await helper
-            await cancel_all(readers)
     return tally
-
-
-def _request(item_id: str) -> RequestEvent:
-    return RequestEvent(provider=PROVIDER, operation=OPERATION, params={"item_id": item_id})
 
 
 def _check_alive(worker: Child, tally: RunTally) -> None:

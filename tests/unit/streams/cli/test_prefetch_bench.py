@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+import streams.cli.dev.cache_bench as cache_bench
 import streams.cli.dev.prefetch_bench as prefetch_bench
 from schemas.models import RequestEvent, ResultEvent, ResultStatus
 from streams.__main__ import main
@@ -394,8 +395,9 @@ def test_the_replay_publishes_in_order_together_what_is_due_together(monkeypatch
         client.on_result = on_result
         return []
 
-    monkeypatch.setattr(prefetch_bench, "CallstreamClient", _AnsweringClient)
-    monkeypatch.setattr(prefetch_bench, "read_outcomes", read_outcomes)
+    # The replay's client and reader are cache_bench's (counted_replay, shared by both benches).
+    monkeypatch.setattr(cache_bench, "CallstreamClient", _AnsweringClient)
+    monkeypatch.setattr(cache_bench, "read_outcomes", read_outcomes)
     timed = [(0.0, "a"), (0.0, "b"), (0.0, "c"), (0.02, "d"), (0.04, "e"), (0.04, "f")]
     sides: list[float] = []
 
