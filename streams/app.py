@@ -9,7 +9,7 @@ from typing import Any
 
 import faust
 from faust.app import BootStrategy
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from streams.errors import ConfigurationError
 from streams.metrics import Metrics
@@ -63,19 +63,23 @@ def check_web_port(web: WebSettings) -> None:
             ) from None
 
 
-def create_app(settings: Settings, metrics: Metrics) -> WorkerApp:
-    """Build the app from settings; services (the call stage) are attached by the caller."""
-    app = WorkerApp(**settings.faust_options())
-    app.metrics = metrics
+def add_metrics_page(app: faust.App, registry: CollectorRegistry) -> None:
+    """Serve ``registry`` on the app's ``/metrics`` (the worker's, the prefetcher's)."""
 
     @app.page("/metrics")  # type: ignore[arg-type]  # Faust types views as View methods
     async def prometheus_metrics(
         web: faust.web.Web, request: faust.web.Request
     ) -> faust.web.Response:
         # aiohttp refuses a charset in content_type=; the header carries Prometheus' full type.
-        return web.bytes(
-            generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        return web.bytes(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_app(settings: Settings, metrics: Metrics) -> WorkerApp:
+    """Build the app from settings; services (the call stage) are attached by the caller."""
+    app = WorkerApp(**settings.faust_options())
+    app.metrics = metrics
+
+    add_metrics_page(app, metrics.registry)
 
     @app.page("/healthz")  # type: ignore[arg-type]
     async def health(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:

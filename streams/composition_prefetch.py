@@ -14,12 +14,11 @@ import logging
 from typing import Any
 
 import faust
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agents.prefetch.agent import install
 from agents.prefetch.metrics import PrefetchMetrics
 from agents.prefetch.prefetcher import Prefetcher
-from streams.app import check_web_port
+from streams.app import add_metrics_page, check_web_port
 from streams.errors import ConfigurationError
 from streams.logs import quiet
 from streams.settings import Settings, WebSettings
@@ -116,13 +115,7 @@ def compose(settings: Settings, web: WebSettings) -> tuple[faust.App, Prefetcher
         metrics=metrics,
     )
 
-    @app.page("/metrics")  # type: ignore[arg-type]  # Faust types views as View methods
-    async def prometheus_metrics(
-        web: faust.web.Web, request: faust.web.Request
-    ) -> faust.web.Response:
-        return web.bytes(
-            generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+    add_metrics_page(app, metrics.registry)
 
     @app.page("/healthz")  # type: ignore[arg-type]
     async def health(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
