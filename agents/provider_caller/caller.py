@@ -288,15 +288,11 @@ class Caller:
         cache, budget = self._cache, self._prefetch_budget
         if cache is None or keyed is None or budget is None:
             return self._prefetch_skipped(request, "not_cacheable")
-        if self._breakers is not None:
-            breaker = self._breakers.key_for(request.provider, request.operation)
-            if self._breakers.is_open(breaker) is not None:
-                return self._prefetch_skipped(request, "breaker")
+        refused = self._no_spare_call(request)
+        if refused is not None:
+            return self._prefetch_skipped(request, refused)
         if not budget.allows(key):
             return self._prefetch_skipped(request, "budget")
-        units = self._limiter.units if self._limiter is not None else None
-        if units is not None and units.spends(request):
-            return self._prefetch_skipped(request, "quota")
         flight = cache.flights.lead(keyed.key)
         if flight is None:
             return self._prefetch_skipped(request, "in_flight")
@@ -316,6 +312,19 @@ class Caller:
             flight.land(reply)
             calls("not_modified" if reply.status == 304 else "refreshed")
         return Settled("refreshed")
+
+    def _no_spare_call(self, request: RequestEvent) -> str | None:
+        """Why a call nobody waits for (a background refresh, a prefetch) may not go, before
+        its token: ``breaker`` (open), ``quota`` (its units are reserved by requests only);
+        None when it may."""
+        if self._breakers is not None:
+            breaker = self._breakers.key_for(request.provider, request.operation)
+            if self._breakers.is_open(breaker) is not None:
+                return "breaker"
+        units = self._limiter.units if self._limiter is not None else None
+        if units is not None and units.spends(request):
+            return "quota"
+        return None
 
     def _metrics_prefetch_calls(self, request: RequestEvent) -> Callable[[str], None]:
         assert self._cache is not None
@@ -462,14 +471,8 @@ class Caller:
         background, made only on a spare token and while its breaker lets calls through;
         else the entry stays as it is until a request finds it past the window and calls."""
         assert self._cache is not None
-        breakers = self._breakers
-        if breakers is not None:
-            breaker = breakers.key_for(request.provider, request.operation)
-            if breakers.is_open(breaker) is not None:
-                return
-        units = self._limiter.units if self._limiter is not None else None
-        if units is not None and units.spends(request):
-            return  # its units are reserved by requests only: a request past the window calls
+        if self._no_spare_call(request) is not None:
+            return
         flight = self._cache.flights.lead(look.key)
         if flight is None:
             return  # being refreshed already
