@@ -1,5 +1,6 @@
-"""Which partition a key belongs to: Kafka's murmur2 partitioner, shared by every producer and
-by the caller's check of which partition owns a limit key."""
+"""Which partition a key belongs to: Kafka's murmur2 partitioner (shards of a limit spread over
+consecutive partitions), shared by every producer and by the caller's check of which partition
+owns a limit key."""
 
 from __future__ import annotations
 
@@ -12,15 +13,30 @@ from murmurhash2 import murmurhash2
 # The seed of the Java client's Utils.murmur2, which every Kafka client that partitions keys
 # the Java way uses: keys published by any of them land where the caller expects them.
 _KAFKA_MURMUR2_SEED: Final = 0x9747B28C
+# A limit's shard number has at most this many digits (``limits.shards`` <= 1024); a longer
+# run of digits after a '#' is some other key's text and is partitioned as Kafka would.
+_MAX_SHARD_DIGITS: Final = 4
 
 
 def partition_for(key: bytes, partitions: Sequence[int]) -> int:
-    """The partition of ``partitions`` (sorted) that Kafka's default partitioner picks."""
+    """The partition of ``partitions`` (sorted) for a record key: Kafka's default partitioner's
+    choice, except for a shard of a limit (``provider#3``), which goes to the partition after
+    its provider's for each shard number, so N shards land on N different partitions.
+
+    Murmur2 alone put ``fake#0`` and ``fake#1`` on one partition of 2, 3, 4, 6 and 12: a
+    sharded limit spread over workers only at some partition counts. A publisher that keys
+    with another client's default partitioner still works: its shards are forwarded once.
+    """
+    head, hashmark, shard = key.rpartition(b"#")
+    if hashmark and head and len(shard) <= _MAX_SHARD_DIGITS and shard.isdigit():
+        base = murmurhash2(head, _KAFKA_MURMUR2_SEED) & 0x7FFFFFFF
+        return partitions[(base + int(shard)) % len(partitions)]
     return partitions[(murmurhash2(key, _KAFKA_MURMUR2_SEED) & 0x7FFFFFFF) % len(partitions)]
 
 
 class Murmur2Partitioner:
-    """aiokafka's ``DefaultPartitioner``, same choices, with murmur2 computed in C.
+    """aiokafka's ``DefaultPartitioner``, same choices (but for limit shards, ``partition_for``),
+    with murmur2 computed in C.
 
     aiokafka hashes in pure Python: with every result keyed by a distinct request id, that
     was ~2% of a busy worker's CPU. A test checks the two agree.

@@ -73,9 +73,9 @@ DECLARED_BURST = 10
 REAL_BURST = 5  # the fake's bucket
 FAKE_LATENCY_MS = 10
 PROVIDER = "fake"
-# The request topic's partitions with one worker (the default); with several, the fewest at
-# which the keys are dealt evenly over the workers (`spread_partitions`).
-DEFAULT_PARTITIONS = TopicSettings().partitions
+# The request topic's partitions: the default, unless the keys would not be dealt evenly over
+# the workers there (`spread_partitions`).
+DEFAULT_PARTITIONS: int = TopicSettings().partitions
 MAX_PARTITIONS = 1024
 SETTLE_TIMEOUT_S = 60.0  # for the group to give every partition to exactly one worker
 # The variant the README recommends (limiter.adaptive.mode's default).
@@ -162,19 +162,20 @@ def make_plan(
 
 
 def spread_partitions(keys: Sequence[str], workers: int) -> int:
-    """The request topic's partition count for ``workers``: the default with one; else the
-    fewest at which the keys land on distinct partitions that the group's assignor deals
-    evenly over the workers (each gets len(keys) // workers of them, or one more).
+    """The request topic's partition count for ``workers``: the default if the keys land on
+    distinct partitions that the group's assignor deals evenly over the workers (each gets
+    len(keys) // workers of them, or one more); else the fewest counts at which they do.
 
-    A key's partition is Kafka's murmur2 of it, modulo the count, so it is not the shard's
-    number: at the default 6, ``fake#0`` and ``fake#1`` share partition 1, and one worker
-    would own both. The caller's consumer uses aiokafka's default round-robin assignor, which
-    deals partition p to the (p mod workers)-th member; the bench checks the assignment the
-    workers report anyway (`_wait_settled`).
+    Shards go to consecutive partitions (``streams.routing.partition_for``), so the default
+    serves as long as there are at least as many partitions as shards. The caller's consumer
+    uses aiokafka's default round-robin assignor, which deals partition p to the
+    (p mod workers)-th member; the bench checks the assignment the workers report anyway
+    (`_wait_settled`).
     """
     if workers <= 1:
         return DEFAULT_PARTITIONS
-    for count in range(max(workers, len(keys)), MAX_PARTITIONS + 1):
+    counts: list[int] = [DEFAULT_PARTITIONS, *range(max(workers, len(keys)), MAX_PARTITIONS + 1)]
+    for count in counts:
         owned = [partition_for(key.encode(), range(count)) for key in keys]
         if len(set(owned)) < len(owned):
             continue

@@ -76,12 +76,18 @@ def test_the_partitions_deal_the_keys_evenly_over_the_workers(workers, shards):
     assert plan.backlog_per_key * shards >= plan.backlog
 
 
-def test_at_the_default_partitions_two_shards_would_share_one_worker():
-    # Why the bench picks its count: murmur2 puts fake#0 and fake#1 on partition 1 of 6.
+def test_at_the_default_partitions_two_shards_go_to_two_workers():
+    # murmur2 alone put fake#0 and fake#1 on partition 1 of 6; shards are now consecutive.
     keys = ["fake#0", "fake#1"]
-    assert {partition_for(key.encode(), range(6)) for key in keys} == {1}
+    assert spread_partitions(keys, 2) == DEFAULT_PARTITIONS
+    assert len({partition_for(key.encode(), range(6)) % 2 for key in keys}) == 2
+
+
+def test_more_shards_than_default_partitions_get_a_count_of_their_own():
+    keys = [f"fake#{shard}" for shard in range(DEFAULT_PARTITIONS + 2)]
     count = spread_partitions(keys, 2)
-    assert len({partition_for(key.encode(), range(count)) % 2 for key in keys}) == 2
+    assert count >= len(keys)
+    assert len({partition_for(key.encode(), range(count)) for key in keys}) == len(keys)
 
 
 def test_settled_when_every_partition_has_exactly_one_worker():
