@@ -217,6 +217,7 @@ class Caller:
                 source, request = bound
             return await self._handle_request(source, request)
         except Exception as exc:  # a bug of ours must not stop the partition
+            self._unless_revoked(exc)
             log.exception("unexpected error handling request %s", request.request_id)
             return self._dead(
                 source, reason="internal_error", error=exc, stage="caller", request=request
@@ -240,11 +241,19 @@ class Caller:
         try:
             outcome = await self._handle_request(source, request, resumed)
         except Exception as exc:  # a bug of ours must not stop the partition
+            self._unless_revoked(exc)
             log.exception("unexpected error resuming request %s", request.request_id)
             return self._dead(
                 source, reason="internal_error", error=exc, stage="retry", request=request
             )
         return outcome
+
+    def _unless_revoked(self, exc: Exception) -> None:
+        """Raise CancelledError instead of ``exc`` when the request's partition was revoked
+        before its call: it stays unfinished, and the next owner calls it once."""
+        if self._no_return.cancelled_before_call():
+            log.warning("error while a revoked request unwound, left to the next owner: %r", exc)
+            raise asyncio.CancelledError from exc
 
     async def _handle_request(
         self, source: SourceRecord, request: RequestEvent, resumed: _Resumed = _FRESH

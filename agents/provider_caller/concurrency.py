@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -103,7 +104,11 @@ class ConcurrencyLimit:
             if waiter.done() and not waiter.cancelled():
                 self._release_place()  # granted as it was cancelled: hand it on
             else:
-                self._waiters.remove(waiter)
+                # A release between its cancellation and now has already dropped it (it skips
+                # cancelled waiters): a ValueError here would turn a revocation's cancel into
+                # a handler failure, a dead letter for a request never called, committed.
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
             raise
 
     def release(self, latency_s: float | None) -> None:

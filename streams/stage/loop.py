@@ -397,6 +397,8 @@ class StageLoop:
         try:
             outcome = await self._handler.handle(source)
         except Exception as exc:
+            if self._no_return.cancelled_before_call():  # never called: the next owner's
+                raise asyncio.CancelledError from exc
             log.exception(
                 "handler failed on %s[%d]@%d", source.topic, source.partition, source.offset
             )

@@ -26,3 +26,14 @@ class PointOfNoReturn:
 
     def has_passed(self, task: asyncio.Task[object]) -> bool:
         return task in self._calling
+
+    def cancelled_before_call(self) -> bool:
+        """Whether the current task was asked to cancel (a revocation's drain) before its call.
+
+        A handler that turns every unexpected error into a dead letter asks this first: an
+        error raised while the cancellation unwinds (a bug in some waiting primitive) must not
+        finish, as a dead letter, a request that was never called and that the partition's next
+        owner would otherwise call once.
+        """
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() > 0 and task not in self._calling

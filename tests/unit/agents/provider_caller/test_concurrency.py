@@ -87,3 +87,50 @@ async def test_slow_calls_shrink_a_key_and_leave_the_others() -> None:
         fast.release(0.05)
     assert limits.limits()["slow"] < 20  # in flight stays 1, but latency rose: it shrinks
     assert limits.limits()["fast"] == 20
+
+
+async def test_a_cancelled_waiter_dropped_by_a_release_before_it_wakes_ends_cancelled() -> None:
+    # A revocation cancels every request that has not called yet, waiters and place holders
+    # alike: a holder's release can drop a cancelled waiter before that waiter wakes. It must
+    # still end cancelled (its record stays unfinished for the next owner), not fail.
+    limit = ConcurrencyLimit(1)
+    await limit.acquire()
+    waiter = asyncio.create_task(limit.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    limit.release(None)  # before the waiter runs again
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert limit.in_flight == 0
+    assert limit.try_acquire()
+
+
+async def hold_a_place(limit: ConcurrencyLimit, until: asyncio.Event) -> None:
+    """A request with its place, waiting for a call slot, as in ``Caller._send``."""
+    await limit.acquire()
+    try:
+        await until.wait()
+    finally:
+        limit.release(None)
+
+
+@pytest.mark.parametrize("order", ["holders_first", "waiters_first", "interleaved"])
+async def test_a_revocation_cancels_every_request_and_leaves_no_place_taken(order: str) -> None:
+    limit = ConcurrencyLimit(3)
+    never = asyncio.Event()
+    holders = [asyncio.create_task(hold_a_place(limit, never)) for _ in range(3)]
+    waiters = [asyncio.create_task(hold_a_place(limit, never)) for _ in range(5)]
+    await asyncio.sleep(0)
+    assert limit.in_flight == 3
+    h, w = holders, waiters
+    tasks = {
+        "holders_first": h + w,
+        "waiters_first": w + h,
+        "interleaved": [w[0], h[0], w[1], h[1], w[2], h[2], w[3], w[4]],
+    }[order]
+    for task in tasks:  # as StageLoop.drain does, in the order of its task set
+        task.cancel()
+    results = await asyncio.gather(*holders, *waiters, return_exceptions=True)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results), results
+    assert limit.in_flight == 0
+    assert limit.try_acquire()

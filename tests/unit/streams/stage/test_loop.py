@@ -486,6 +486,61 @@ async def test_a_handler_that_raises_ends_its_record_with_a_dead_letter(
     assert stage.loop.in_flight == 0
 
 
+class UnwindingBugHandler(GatedHandler):
+    """Raises a plain error instead of CancelledError when cancelled before its call: what a
+    waiting primitive with a bug does (concurrency.py's acquire once did)."""
+
+    async def handle(self, source: SourceRecord) -> Outcome:
+        try:
+            return await super().handle(source)
+        except asyncio.CancelledError:
+            raise ValueError("not in deque") from None
+
+
+async def test_an_error_raised_while_a_revocation_unwinds_an_uncalled_record_leaves_it_unfinished(
+    stage_factory: StageFactory,
+) -> None:
+    handler = UnwindingBugHandler(PointOfNoReturn(), calling={0})
+    stage = await stage_factory(handler=handler)
+    stage.consumer.feed(TP0, [0, 1])
+    await wait_until(lambda: len(stage.handler.started) == 2)
+
+    revoking = asyncio.create_task(stage.loop.on_revoked({TP0}))
+    await wait_until(lambda: stage.handler.cancelled == [1])
+    stage.handler.open(0)
+    await asyncio.wait_for(revoking, 1)
+
+    # No dead letter for 1: it was never called, and the next owner reads it again.
+    assert [value for _, value, _ in stage.sender.sent] == [b"result:req-0-0:ok"]
+    assert stage.committed() == OffsetAndMetadata(1, "")
+    assert stage.loop.in_flight == 0
+
+
+async def test_only_a_task_cancelled_before_its_call_counts_as_revoked_before_call() -> None:
+    no_return = PointOfNoReturn()
+
+    async def called_then_cancelled() -> bool:
+        no_return.mark_passed()
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(1)
+        return no_return.cancelled_before_call()
+
+    async def cancelled_before() -> bool:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(1)
+        return no_return.cancelled_before_call()
+
+    assert await asyncio.create_task(called_then_cancelled()) is False
+    assert await asyncio.create_task(cancelled_before()) is True
+    assert no_return.cancelled_before_call() is False  # this test's own task: never cancelled
+
+
 @pytest.mark.parametrize(
     ("failures", "kind", "writes"),
     [
