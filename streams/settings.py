@@ -197,8 +197,7 @@ class AdaptiveSettings(_Section):
     # Calls in flight per limit key adapt to latency (agents/provider_caller/concurrency.py):
     # when a key's recent latency exceeds latency_tolerance times its slow average, its
     # limit (at most caller.max_in_flight) shrinks, before the provider starts refusing.
-    # Opt-in: with it on, test_faults (a worker joining and leaving) lost outcomes.
-    concurrency: bool = False
+    concurrency: bool = True
     latency_tolerance: float = Field(default=2.0, ge=1.1, le=100)
 
 
