@@ -281,7 +281,9 @@ class UnitLimitSpec(_Frozen):
     declares a smaller burst.
     """
 
-    # The dimension's name, as in rate_limit_headers ("tokens"): metrics and logs use it.
+    # The dimension's name, as in rate_limit_headers ("tokens"): metrics and logs use it, and
+    # the answers' rate-limit dimension of this name (openai's x-ratelimit-*-tokens) informs
+    # the units bucket instead of the request one.
     name: str = Field(pattern=_NAME)
     per_minute: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     rate_per_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)

@@ -746,7 +746,9 @@ class Caller:
             self._limiter.units.settle(request, reply, reached=True)
         if reply.rate_limits and self._limiter is not None:  # most providers send none
             in_flight = self._concurrency[key].in_flight if self._concurrency else 0
-            self._limiter.observe(request, source.partition, reply.rate_limit, in_flight=in_flight)
+            self._limiter.observe(
+                request, source.partition, reply.rate_limits, in_flight=in_flight, key=key
+            )
         if cached is not None and self._cache is not None:
             look = cached.look
             refreshed = self._cache.keep(request, source.partition, look, reply, raw=source.value)

@@ -31,7 +31,7 @@ import enum
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple, TypeVar
 
 from agents.rate_limiter.adaptive import Mode, RateState
@@ -503,25 +503,44 @@ class Limiter:
         self,
         request: RequestEvent,
         partition: int,
-        info: RateLimitInfo | None,
+        limits: Mapping[str, RateLimitInfo],
         *,
         in_flight: int = 0,
+        key: str | None = None,
     ) -> None:
-        """A successful reply's rate-limit headers (its primary dimension): lower the key's
-        bucket to the calls the provider says remain, if it said; a limit with its window
-        sets the key's adaptive ceiling. ``in_flight``: our other calls to the key not back
-        yet, which the provider's count does not include.
+        """A successful reply's rate-limit headers (``ProviderReply.rate_limits``) for the call
+        of ``request`` on ``key`` (its limit key; by default from its request id).
 
-        The reset is not passed on: ``observe_provider_headers`` reads it as the end of a fixed
-        window and places the remaining calls just before it, which holds the key back for
-        most of the window (a token-bucket provider's "seconds until full", rounded up to a
-        second, held every key for a second after every reply). A 429 still holds the key
+        The primary dimension (the first declared, the units one aside) lowers the key's
+        bucket to the calls the provider says remain, if it said; a limit with its window sets
+        the key's adaptive ceiling. ``in_flight``: our other calls to the key not back yet,
+        which the provider's count does not include. The dimension named as the provider's
+        declared units limit (``limits.units.name``, e.g. ``tokens``) goes to the units bucket
+        instead (``UnitLimits.observe``), which counts the units in flight itself.
+
+        The primary's reset is not passed on: ``observe_provider_headers`` reads it as the end
+        of a fixed window and places the remaining calls just before it, which holds the key
+        back for most of the window (a token-bucket provider's "seconds until full", rounded up
+        to a second, held every key for a second after every reply). A 429 still holds the key
         for the provider's wait (``observe_rate_limited``).
         """
         limiter = self._partitions.get(partition)
-        if info is None or limiter is None:
+        if not limits or limiter is None:
             return
-        key = self.limit_key(request)
+        key = key or self.limit_key(request)
+        info: RateLimitInfo | None = None
+        units = self.units
+        dimension = units.dimension(request.provider) if units is not None else None
+        if units is None or dimension is None:  # most: no units limit, the first is primary
+            info = next(iter(limits.values()))
+        else:
+            for name, seen in limits.items():
+                if name == dimension:
+                    units.observe(request, partition, key, seen)
+                elif info is None:
+                    info = seen
+            if info is None:
+                return
         if info.limit is not None and info.window_s is not None:
             # The provider's limit is the whole key's; each of its shards enforces a share.
             shards = self._book.shards(request.provider)

@@ -8,6 +8,11 @@ the answer reports, or with none when the call never reached the provider.
 
 Buckets live in memory, as the request buckets do: a new owner starts empty and refilling
 (``fresh_after_handover``), since the old owner may have spent units it never wrote down.
+
+An answer that reports the provider's remaining units (the rate-limit dimension named as the
+declared ``limits.units``, e.g. ``tokens``: ``x-ratelimit-remaining-tokens``) lowers the key's
+bucket to them, less what our calls in flight have reserved (``units.observe_headers``): units
+another client of the same API key spent are then waited for, not refused.
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ from agents.rate_limiter.units import (
     UnitEstimator,
     UnitsBucket,
     UnitsReader,
+    observe_headers,
     reserve,
     settle,
     units_policy,
 )
 from providers.declaration import ProviderSpec
-from providers.response import ProviderReply
+from providers.response import ProviderReply, RateLimitInfo
 from schemas.models import RequestEvent
 from streams.metrics import Metrics
 
@@ -50,12 +56,16 @@ class UnitLimits:
         self._clock = clock
         self._metrics = metrics
         self._policies: dict[str, LimitPolicy] = {}
+        # Provider -> (its units' dimension name, the shards of its key): for ``observe``.
+        self._dimensions: dict[str, tuple[str, int]] = {}
         self._readers: dict[tuple[str, str], UnitsReader] = {}
         for name, spec in specs.items():
             units = spec.limits.units
             if units is None:
                 continue
-            self._policies[name] = shard(units_policy(units, jitter_s=jitter_s), shards_of(name))
+            shards = shards_of(name)
+            self._policies[name] = shard(units_policy(units, jitter_s=jitter_s), shards)
+            self._dimensions[name] = (units.name, shards)
             for op_name, op in spec.operations.items():
                 if op.spends_units:
                     self._readers[(name, op_name)] = UnitsReader.for_operation(op)
@@ -161,6 +171,45 @@ class UnitLimits:
             room = self._room.pop((partition, key), None)
             if room is not None:
                 room.set()
+
+    def dimension(self, provider: str) -> str | None:
+        """The rate-limit dimension that reports ``provider``'s units: the declared units
+        limit's name (``tokens``); None when it limits no units."""
+        found = self._dimensions.get(provider)
+        return None if found is None else found[0]
+
+    def observe(self, request: RequestEvent, partition: int, key: str, info: RateLimitInfo) -> None:
+        """An answer's report of the provider's units (its units dimension): lower ``key``'s
+        bucket to the units it says remain, less those our calls to the key still in flight
+        have reserved, and keep it from being full before the provider's reset. Never raises
+        the bucket. The count is the whole API key's: each of ``n`` shards takes an n-th.
+
+        Only answers of operations that spend the units count: OpenAI reports each model's
+        limit, and an embeddings answer's tokens are not the chat model's.
+
+        Call it after settling the call that brought the answer (its units are then counted
+        in the provider's remaining, not as in flight).
+        """
+        if (request.provider, request.operation) not in self._readers:
+            return
+        buckets = self._buckets.get(partition)
+        state = buckets.get(key) if buckets is not None else None
+        if buckets is None or state is None:
+            return  # revoked, or no call reserved yet: the first starts the bucket empty
+        remaining, reset_s = info.remaining, info.reset_after_s
+        if remaining is None and reset_s is None:
+            return
+        _, shards = self._dimensions[request.provider]
+        held = self._held.values()
+        in_flight = sum(r.units for p, k, r in held if k == key and p == partition)
+        buckets[key] = observe_headers(
+            state,
+            remaining=None if remaining is None else remaining / shards,
+            reset_s=reset_s,
+            now=self._clock(),
+            policy=self._policies[request.provider],
+            in_flight=in_flight,
+        )
 
     def estimates(self) -> dict[str, float]:
         """The learned units per call of each operation (None until an answer), for /metrics."""

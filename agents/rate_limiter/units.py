@@ -44,6 +44,7 @@ __all__ = [
     "UnitsBucket",
     "UnitsReader",
     "UnitsSeen",
+    "observe_headers",
     "reserve",
     "settle",
     "units_policy",
@@ -207,6 +208,44 @@ def settle(
     if full_at >= state.full_at:
         return state
     return UnitsBucket(full_at, state.refunded_s + (state.full_at - full_at))
+
+
+def observe_headers(
+    state: UnitsBucket,
+    *,
+    remaining: float | None,
+    reset_s: float | None,
+    now: float,
+    policy: LimitPolicy,
+    in_flight: float = 0.0,
+) -> UnitsBucket:
+    """The bucket once an answer reported the provider's units: never fuller than the provider
+    says, never fuller than before (a header only ever lowers our own accounting).
+
+    Args:
+        state: the key's units bucket.
+        remaining: the units the provider says remain (``x-ratelimit-remaining-tokens``; a
+            shard's share of them), if it said. Less ``in_flight`` and the policy's safety
+            margin, at most that many are available from ``now``; fewer is a debt, as a
+            shortfall is. The debt is what keeps refunds safe: the calls in flight settle
+            later, and each gives back its unspent reservation, which must not lift the bucket
+            above the provider's count.
+        reset_s: seconds until the provider's bucket is full again (OpenAI's
+            ``x-ratelimit-reset-tokens``: a token bucket refilling continuously, not a fixed
+            window), if it said: ours is not full before then.
+        now: when the answer arrived, epoch seconds.
+        policy: the key's units policy.
+        in_flight: units our calls to the key not back yet have reserved: the provider has
+            not counted those it has not received, and charges them when they arrive. Those
+            it has counted are subtracted twice, the price of not knowing which they are.
+    """
+    full_at = state.full_at
+    if remaining is not None:
+        units = remaining - in_flight - policy.safety_margin
+        full_at = max(full_at, now + (policy.effective_burst - units) * policy.interval_s)
+    if reset_s is not None:
+        full_at = max(full_at, now + reset_s)
+    return state if full_at <= state.full_at else UnitsBucket(full_at, state.refunded_s)
 
 
 # ---- estimates ------------------------------------------------------------------------------

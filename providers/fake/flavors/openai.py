@@ -217,11 +217,14 @@ class OpenAIFlavor(Flavor):
         return respond(429, _error(message, "tokens", "rate_limit_exceeded"), headers)
 
     def _token_headers(self) -> dict[str, str]:
+        """The token bucket as it stands when the answer leaves (refilled first, so remaining
+        and reset agree: the reset is when it is full again, as OpenAI's)."""
         bucket = self._tokens
+        until_full_s = bucket.seconds_until_full(time.monotonic())
         return {
             "x-ratelimit-limit-tokens": str(bucket.burst),
             "x-ratelimit-remaining-tokens": str(bucket.remaining()),
-            "x-ratelimit-reset-tokens": duration(bucket.seconds_until_full(time.monotonic())),
+            "x-ratelimit-reset-tokens": duration(until_full_s),
             "x-request-id": f"req_{secrets.token_hex(8)}",
         }
 

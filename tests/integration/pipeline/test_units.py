@@ -9,6 +9,10 @@ charges them on arrival; a completion takes time in proportion to its tokens. It
 is drained just before the load, as if another client (or the key's previous owner) had just
 spent it: the worker starts its own bucket empty for that reason, and with no slack at the
 provider, every token the worker sends beyond the limit is refused.
+
+In the second test another client of the same API key spends most of the fake's tokens
+directly over HTTP while the worker's own bucket, idle, has filled: the worker hears of it only
+through the fake's ``x-ratelimit-remaining-tokens`` / ``-reset-tokens`` on its next answer.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import pytest
 
 from schemas.models import RequestEvent, ResultEvent
 from streams.cli.dev.llm_trace import AZURE_CONV_TRACE, TraceRow, read_llm_trace
+from streams.cli.dev.processes import Child
 from streams.sdk import CallstreamClient
 from streams.settings import ProviderSettings, Settings
 from tests.integration.conftest import API_KEY
@@ -167,7 +172,14 @@ async def drain_tokens(http: httpx.AsyncClient, fake_url: str) -> int:
     return held
 
 
-async def replay(settings: Settings, fake_url: str, worker_url: str, calls: list[Call]) -> Run:
+async def replay(
+    settings: Settings,
+    fake_url: str,
+    worker_url: str,
+    calls: list[Call],
+    *,
+    drain: bool = DRAIN_FIRST,
+) -> Run:
     run = Run(calls)
     ids = {c.request.request_id for c in calls}
     last_s = calls[-1].offset_s
@@ -183,7 +195,7 @@ async def replay(settings: Settings, fake_url: str, worker_url: str, calls: list
         httpx.AsyncClient(timeout=10, headers={"X-API-Key": API_KEY}) as http,
         CallstreamClient(settings) as client,
     ):
-        if DRAIN_FIRST:
+        if drain:
             await drain_tokens(http, fake_url)
         watcher = asyncio.create_task(watch(http))
         start = time.monotonic()
@@ -297,11 +309,10 @@ def figures(run: Run) -> Figures:
     )
 
 
-def test_a_token_limited_chat_provider_replayed_from_the_azure_trace(
-    settings, fake_provider_factory, worker_factory, tmp_path: Path
-):
-    began = time.monotonic()
-    calls = [chat_call(row) for row in read_llm_trace(speedup=SPEEDUP, limit=ROWS)]
+def start_llm(
+    settings: Settings, fake_provider_factory, worker_factory, tmp_path: Path
+) -> tuple[Settings, Child, Child]:
+    """The fake OpenAI enforcing its limits, and a worker calling it as provider ``llm``."""
     fake = fake_provider_factory(
         "--flavor",
         "openai",
@@ -328,6 +339,15 @@ def test_a_token_limited_chat_provider_replayed_from_the_azure_trace(
         CALLSTREAM_PROVIDERS__LLM__ENABLED="true",
         LLM_KEY=API_KEY,
     )
+    return settings, fake, worker
+
+
+def test_a_token_limited_chat_provider_replayed_from_the_azure_trace(
+    settings, fake_provider_factory, worker_factory, tmp_path: Path
+):
+    began = time.monotonic()
+    calls = [chat_call(row) for row in read_llm_trace(speedup=SPEEDUP, limit=ROWS)]
+    settings, fake, worker = start_llm(settings, fake_provider_factory, worker_factory, tmp_path)
     run = asyncio.run(replay(settings, fake.url, worker.url, calls))
     f = figures(run)
     offered = sum(c.tokens for c in calls)
@@ -356,3 +376,80 @@ def test_a_token_limited_chat_provider_replayed_from_the_azure_trace(
     assert f.utilization >= 0.9
     # Warmed up, the fake refused no call for tokens.
     assert f.token_429s_after == 0, f"token 429s at {f.token_429s_at} s, calls {f.retried}"
+
+
+# Before the load, the worker's units bucket fills for IDLE_S (~12,000 tokens), as the fake's does;
+# then another client leaves the fake LEFT_BY_OTHER tokens. The worker learns it from a small
+# call's answer (a chat of PROBE_TOKENS), and only then does the load come: SHARED_ROWS rows of
+# the trace (~14,600 tokens, ~2,600 at most in one call).
+IDLE_S = 6.0
+LEFT_BY_OTHER = 500
+PROBE_TOKENS = (200, 100)  # prompt, completion
+SHARED_ROWS = 30
+
+
+def probe() -> Call:
+    prompt, completion = PROBE_TOKENS
+    return chat_call(TraceRow(0.0, prompt * SCALE, completion * SCALE))
+
+
+async def answered(settings: Settings, client: CallstreamClient, call: Call) -> ResultEvent:
+    """Publish one call and wait for its result."""
+    await client.publish_many([call.request])
+    outcomes = await collect(settings, until_ids={call.request.request_id}, settle_s=0.0)
+    [result] = [r for r in outcomes.results if r.request_id == call.request.request_id]
+    assert result.status == "ok", result
+    return result
+
+
+async def spend_all_but(http: httpx.AsyncClient, fake_url: str, left: int) -> int:
+    """Another client of the same key: spend the fake's tokens but ``left``; return how many."""
+    response = await http.get(f"{fake_url}/v1/models")
+    spent = int(response.headers["x-ratelimit-remaining-tokens"]) - left
+    response = await http.post(
+        f"{fake_url}/v1/chat/completions",
+        headers={"X-Fake-Prompt-Tokens": str(spent - 1)},
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "-"}],
+              "max_tokens": 1},
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    return spent
+
+
+async def shared_key(settings: Settings, fake_url: str, worker_url: str) -> tuple[Run, int]:
+    """Drained fake, a probe call, idle, the other client's spend, a second probe, the load."""
+    async with (
+        httpx.AsyncClient(timeout=10, headers={"X-API-Key": API_KEY}) as http,
+        CallstreamClient(settings) as client,
+    ):
+        await drain_tokens(http, fake_url)
+        await answered(settings, client, probe())  # the worker's units bucket starts
+        await asyncio.sleep(IDLE_S)
+        spent = await spend_all_but(http, fake_url, LEFT_BY_OTHER)
+        await answered(settings, client, probe())  # its answer says what is left
+    calls = [chat_call(row) for row in read_llm_trace(speedup=SPEEDUP, limit=SHARED_ROWS)]
+    return await replay(settings, fake_url, worker_url, calls, drain=False), spent
+
+
+def test_another_client_of_the_same_key_is_heard_through_the_token_headers(
+    settings, fake_provider_factory, worker_factory, tmp_path: Path
+):
+    began = time.monotonic()
+    settings, fake, worker = start_llm(settings, fake_provider_factory, worker_factory, tmp_path)
+    run, spent = asyncio.run(shared_key(settings, fake.url, worker.url))
+    ids = {c.request.request_id for c in run.calls}
+    run.results = [r for r in run.results if r.request_id in ids]  # the probes aside
+    f = figures(run)
+    refused = token_429s(run.stats)  # the whole test's: drain, probes, other client, load
+    print(
+        f"\nanother client spent {spent} tokens after {IDLE_S:g} s idle, leaving "
+        f"{LEFT_BY_OTHER}; then {len(run.calls)} calls ({sum(c.tokens for c in run.calls)} "
+        f"tokens): {f.ok} ok, {f.not_ok} not ok; token 429s {refused} (calls answered on a "
+        f"retry: {f.retried}); {f.waits:g} calls waited for tokens; fake: status "
+        f"{run.stats['status_counts']}; test took {time.monotonic() - began:.0f} s"
+    )
+    assert f.not_ok == 0
+    assert sorted(r.request_id for r in run.results) == sorted(ids)
+    assert spent >= 0.8 * IDLE_S * TOKENS_PER_S  # the worker believed it had about as many
+    # Informed only by the probe's headers, the worker sent no call the fake refused.
+    assert refused == 0, f"token 429s at {f.token_429s_at} s, calls {f.retried}"

@@ -125,5 +125,5 @@ async def test_headers_with_a_window_set_the_ceiling(make: Make) -> None:
     limiter = make()
     await limiter.admit(event(), 0)
     info = RateLimitInfo(limit=3000, remaining=2999, reset_after_s=59.0, window_s=60.0)
-    limiter.observe(event(), 0, info)
+    limiter.observe(event(), 0, {"requests": info})
     assert rate(limiter) == pytest.approx(50.0)
