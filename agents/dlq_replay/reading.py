@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 from aiokafka import TopicPartition
 
+from agents.dlq_replay.fingerprint import Position
 from agents.dlq_replay.selection import start_offset
 from agents.dlq_replay.tally import ReadProgress
 from schemas.codec import Codecs
@@ -48,8 +49,9 @@ class Tally(Protocol[ProgressT_co]):
     def full(self) -> bool:
         """True when no further record is wanted."""
 
-    def count(self, letter: DeadLetterEvent | None) -> bool:
-        """Count one record (None: not a dead letter); True when it is to be republished."""
+    def count(self, letter: DeadLetterEvent | None, at: Position | None = None) -> bool:
+        """Count one record (None: not a dead letter) read at ``at``; True when it is to be
+        republished."""
 
     def progress(self, total: int) -> ProgressT_co:
         """The counts so far, for a progress display; ``total`` as :func:`span_total`."""
@@ -139,7 +141,8 @@ def _count(records: list[Any], tally: Tally[ReadProgress], codecs: Codecs) -> Ba
             batch.stopped = True
             break
         letter = _decode(codecs, record.value)
-        if tally.count(letter) and letter is not None:
+        at = Position(record.topic, record.partition, record.offset)
+        if tally.count(letter, at) and letter is not None:
             batch.letters.append(letter)
         batch.positions[TopicPartition(record.topic, record.partition)] = record.offset + 1
     return batch

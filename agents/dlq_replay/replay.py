@@ -12,12 +12,14 @@ run, sees them all again.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from agents.dlq_replay.fingerprint import Conflict
 from agents.dlq_replay.reading import (
     Batch,
     ReplayError,
@@ -44,7 +46,11 @@ from streams.kafka import consumer_options, reader, started
 from streams.sdk import CallstreamClient, SeenIds
 from streams.settings import Settings
 
+log = logging.getLogger(__name__)
+
 _STALL_TIMEOUT_S = 30.0
+# A forged key can be long; the log names it, cut to this (request ids are at most 128).
+_LOGGED_KEY_CHARS = 160
 
 ProgressT = TypeVar("ProgressT", bound=ReadProgress)
 
@@ -86,7 +92,7 @@ async def replay_dead_letters(
     topics = settings.topics
     needed = [topics.dead_letters] if dry_run else [topics.dead_letters, topics.requests]
     partitions = (await partition_counts(settings.kafka, needed))[topics.dead_letters]
-    tally = ReplayTally(filter, first_time=SeenIds().add, limit=limit)
+    tally = ReplayTally(filter, limit=limit, on_conflict=warn_conflict)
     consumer = AIOKafkaConsumer(**consumer_options(settings.kafka, group_id=group_id))
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(started(consumer, settings.kafka))
@@ -122,11 +128,23 @@ async def dead_letter_stats(
     """
     topic = settings.topics.dead_letters
     partitions = (await partition_counts(settings.kafka, [topic]))[topic]
-    tally = StatsTally(first_time=SeenIds().add)
+    tally = StatsTally(first_time=SeenIds().add, on_conflict=warn_conflict)
     async with reader(settings.kafka) as consumer:
         spans = await assign_spans(consumer, topic, partitions)
         await _read(consumer, spans, tally, None, progress, stall_timeout_s)
     return tally.stats()
+
+
+def warn_conflict(conflict: Conflict) -> None:
+    """Log a conflicting letter: its key and both letters' positions, never their contents."""
+    log.warning(
+        "dead letter at %s has the key %r of the letter at %s but another request: a replay "
+        "republishes only the first one read. Operator action: check who can write the "
+        "dead-letter topic; only workers should.",
+        conflict.second or "?",
+        conflict.key[:_LOGGED_KEY_CHARS],
+        conflict.first or "?",
+    )
 
 
 async def _read(

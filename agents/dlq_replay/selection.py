@@ -6,11 +6,12 @@ No Kafka here: :mod:`agents.dlq_replay.replay` reads the topic and acts on these
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from agents.dlq_replay.fingerprint import Mark, conflicts
 from providers.errors import ProviderError
-from schemas.models import DeadLetterEvent, RequestEvent, dead_letter_key
+from schemas.models import DeadLetterEvent, RequestEvent
 
 # The stages that write dead letters (``DeadLetterEvent.stage``); "retry" is the next wave's.
 STAGES = frozenset({"decode", "admission", "caller", "retry"})
@@ -88,30 +89,37 @@ class Verdict(enum.Enum):
     REPLAY = "replay"
     SKIP = "skip"  # a dead letter the filter does not match
     DUPLICATE = "duplicate"  # a repeat of a letter already replayed in this run
+    # The key of a letter read before in this run, but a different request (finding 17b).
+    CONFLICTING = "conflicting"
     UNREADABLE = "unreadable"  # not a dead-letter event, or one with no next attempt
 
 
-def select(
-    letter: DeadLetterEvent | None,
-    replay_filter: ReplayFilter,
-    *,
-    first_time: Callable[[str], bool],
-) -> Verdict:
-    """The verdict on one decoded record (None: it did not decode as a dead letter).
+def screen(letter: DeadLetterEvent | None, replay_filter: ReplayFilter) -> Verdict | None:
+    """The verdict on a record whatever was read before it (None: a letter to :func:`judge`).
 
     Args:
         letter: the dead letter, or None for a record that is not one.
         replay_filter: which letters to replay.
-        first_time: remembers a letter's :func:`~schemas.models.dead_letter_key`; False when it
-            was seen before. Only matching letters are remembered.
     """
     if letter is None or not has_next_attempt(letter):
         return Verdict.UNREADABLE
     if not replay_filter.matches(letter):
         return Verdict.SKIP
-    if not first_time(dead_letter_key(letter)):
-        return Verdict.DUPLICATE
-    return Verdict.REPLAY
+    return None
+
+
+def judge(earlier: Mark | None, mark: Mark) -> Verdict:
+    """The verdict on a matching letter, given the first letter with its key in this run.
+
+    Args:
+        earlier: what was kept of that first letter; None when this letter is the first.
+        mark: this letter's (see :func:`agents.dlq_replay.fingerprint.digest`).
+    """
+    if earlier is None:
+        return Verdict.REPLAY
+    if conflicts(earlier, mark):
+        return Verdict.CONFLICTING
+    return Verdict.DUPLICATE
 
 
 def has_next_attempt(letter: DeadLetterEvent) -> bool:

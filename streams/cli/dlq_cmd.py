@@ -141,7 +141,8 @@ def replay(
     if as_json:
         typer.echo(json.dumps({"topic": settings.topics.requests, **dataclasses.asdict(summary)}))
     else:
-        for line in summary_lines(summary, settings.topics.requests, limit):
+        topics = settings.topics
+        for line in summary_lines(summary, topics.requests, limit, topics.dead_letters):
             typer.echo(line)
 
 
@@ -164,7 +165,12 @@ def stats(
         print_stats(counts, topic)
 
 
-def summary_lines(summary: ReplaySummary, topic: str, limit: int | None) -> list[str]:
+def summary_lines(
+    summary: ReplaySummary,
+    topic: str,
+    limit: int | None,
+    dead_letters: str = "the dead-letter topic",
+) -> list[str]:
     """The replay summary as plain lines, one count each, reasons most frequent first."""
     verb = "would replay" if summary.dry_run else "replayed"
     lines = [
@@ -172,10 +178,13 @@ def summary_lines(summary: ReplaySummary, topic: str, limit: int | None) -> list
         f"(group {summary.group_id})",
         f"  skipped     {summary.skipped:>8}  not matching the filter",
         f"  duplicates  {summary.duplicates:>8}  repeats of a letter replayed in this run",
+        f"  conflicting {summary.conflicting:>8}  a replayed letter's request id, other request",
         f"  unreadable  {summary.unreadable:>8}  not dead-letter events",
     ]
     for name, count in sorted(summary.by_reason.items(), key=lambda item: (-item[1], item[0])):
         lines.append(f"  reason {name}: {count}")
+    if summary.conflicting:
+        lines.append(conflict_warning(summary.conflicting, dead_letters))
     if not summary.complete:
         lines.append(f"stopped at --limit {limit}: run again with this group for the rest")
     if summary.dry_run:
@@ -188,6 +197,16 @@ def summary_lines(summary: ReplaySummary, topic: str, limit: int | None) -> list
     return lines
 
 
+def conflict_warning(conflicting: int, dead_letters: str) -> str:
+    """What conflicting letters mean, and what the operator should do about them."""
+    return (
+        f"warning: {conflicting} conflicting letters: the request id of a letter read before, "
+        "but another request (the first one read is the one replayed; the log names both "
+        f"letters' positions). Operator action: check who can write {dead_letters}; only "
+        "workers should."
+    )
+
+
 def print_stats(counts: DeadLetterStats, topic: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -196,8 +215,11 @@ def print_stats(counts: DeadLetterStats, topic: str) -> None:
         f"{counts.letters} dead letters in {topic} for {counts.requests} requests "
         f"({counts.failed_again} replayed and failed again; {counts.retriable} retriable, "
         f"{counts.undecodable} undecodable); {counts.duplicates} duplicates (the same "
-        f"attempt written twice), {counts.unreadable} unreadable records"
+        f"attempt written twice), {counts.conflicting} conflicting (another request under a "
+        f"letter's request id), {counts.unreadable} unreadable records"
     )
+    if counts.conflicting:
+        typer.echo(conflict_warning(counts.conflicting, topic))
     console = Console()
     for title, by in (("reason", counts.by_reason), ("stage", counts.by_stage)):
         if not by:

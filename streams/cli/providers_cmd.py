@@ -22,6 +22,7 @@ from providers.http import ProviderClient
 from providers.registry import ProviderRegistry, Registration, apply_overrides
 from providers.response import ProviderReply
 from providers.spec_file import SpecError, load_spec_file
+from providers.trust import exposure_warnings
 from schemas.models import RequestEvent
 from streams.cli.common import ConfigOption, settings_from
 from streams.errors import CallstreamError
@@ -133,13 +134,26 @@ def _shown_header(name: str, value: str) -> str:
 
 
 @providers_app.command("validate")
-def validate(file: Annotated[Path, typer.Argument(help="A .toml, .yaml or .yml file.")]) -> None:
-    """Check one declaration file; print ``ok: NAME (N operations)`` or the first bad field."""
+def validate(
+    file: Annotated[Path, typer.Argument(help="A .toml, .yaml or .yml file.")],
+    config: ConfigOption = None,
+) -> None:
+    """Check one declaration file; print ``ok: NAME (N operations)`` or the first bad field.
+
+    The warnings a worker logs at start-up for this provider (a private address or plain
+    http:// in its URLs) go to stderr as ``warning:`` lines; they do not change the exit code.
+    """
     try:
         spec = load_spec_file(file)
         Provider(spec, signer=NoAuthSigner())  # compiles every operation
     except SpecError as exc:
         fail(str(exc))
+    try:  # whether a worker would refuse the private addresses, as its warning says
+        deny_private_networks = settings_from(config).deny_private_networks
+    except CallstreamError as exc:
+        fail(str(exc))
+    for line in exposure_warnings([spec], deny_private_networks=deny_private_networks):
+        typer.echo(f"warning: {line}", err=True)
     typer.echo(f"ok: {spec.name} ({len(spec.operations)} operations)")
 
 

@@ -10,7 +10,7 @@ from agents.dlq_replay.selection import (
     Verdict,
     known_reasons,
     replay_request,
-    select,
+    screen,
     unknown_values,
 )
 from agents.dlq_replay.tally import ReplayTally, StatsTally
@@ -39,9 +39,9 @@ def test_unknown_values_name_each_typo_with_the_known_ones() -> None:
 
 def test_a_letter_at_the_largest_attempt_is_unreadable_not_a_crash() -> None:
     forged = letter(original=RequestEvent(provider="fake", operation="get", attempt=MAX_ATTEMPT))
-    assert select(forged, ReplayFilter(), first_time=SeenIds().add) is Verdict.UNREADABLE
+    assert screen(forged, ReplayFilter()) is Verdict.UNREADABLE
     assert replay_request(forged) is None
-    tally = ReplayTally(ReplayFilter(), first_time=SeenIds().add)
+    tally = ReplayTally(ReplayFilter())
     assert tally.count(forged) is False
     assert (tally.unreadable, tally.replayed) == (1, 0)
 
