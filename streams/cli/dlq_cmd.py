@@ -179,7 +179,7 @@ def summary_lines(
         f"  skipped     {summary.skipped:>8}  not matching the filter",
         f"  duplicates  {summary.duplicates:>8}  repeats of a letter replayed in this run",
         f"  conflicting {summary.conflicting:>8}  a replayed letter's request id, other request",
-        f"  unreadable  {summary.unreadable:>8}  not dead-letter events",
+        f"  unreadable  {summary.unreadable:>8}  not dead-letter events (or with no next attempt)",
     ]
     for name, count in sorted(summary.by_reason.items(), key=lambda item: (-item[1], item[0])):
         lines.append(f"  reason {name}: {count}")
