@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -47,6 +47,7 @@ BenchBootstrap = Annotated[
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the figures as JSON too.")]
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
 
@@ -815,6 +816,15 @@ def prefetch(
             "from the middle of the replay to 85% of it; rows add rebalance_prefetch_ratio.",
         ),
     ] = False,
+    rebalance_window: Annotated[
+        str,
+        typer.Option(
+            "--rebalance-window",
+            help="When --rebalance's second prefetcher starts and stops, as START,STOP shares "
+            "of the replay (it joins once started up: a short replay may need an earlier "
+            "START).",
+        ),
+    ] = "0.5,0.85",
     bootstrap: BenchBootstrap = None,
     as_json: Annotated[
         bool,
@@ -835,6 +845,7 @@ def prefetch(
         check_plan,
         measure_prefetch,
         parse_variants,
+        parse_window,
         prefetch_traces,
         print_prefetch,
     )
@@ -850,6 +861,7 @@ def prefetch(
         ttl_s=ttl_s,
         lead_s=lead_s,
         rebalance=rebalance,
+        rebalance_window=_parsed(parse_window, rebalance_window, "--rebalance-window"),
     )
     try:
         check_plan(plan)
@@ -870,9 +882,7 @@ def prefetch(
         sys.stdout.write(json.dumps({"prefetch": rows}) + "\n")
 
 
-def _parsed(
-    parse: Callable[[Sequence[str] | None], T], value: Sequence[str] | None, option: str
-) -> T:
+def _parsed(parse: Callable[[V], T], value: V, option: str) -> T:
     """``parse(value)``, its ValueError turned into the option's one-line usage error."""
     try:
         return parse(value)

@@ -40,9 +40,10 @@ prefetches issued (and repeats of one decision: same key and expiry) from the re
 and the agent's CPU from ``/proc`` (over the replay, and idle for a few seconds before it).
 
 ``--rebalance`` runs each rule and model variant twice: as above, and with a second prefetcher
-of the same app id started at the middle of the replay and stopped at 85% of it (two
-rebalances of the agent's group; state comes back from its table). The row's
-``rebalance_prefetch_ratio`` is the prefetches of the second run over the first's.
+of the same app id started at the middle of the replay and stopped at 85% of it
+(``--rebalance-window``; two rebalances of the agent's group; state comes back from its
+table). The row's ``rebalance_prefetch_ratio`` is the prefetches of the second run over the
+first's.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ __all__ = [
     "measure_prefetch",
     "metric_by_label",
     "parse_variants",
+    "parse_window",
     "peak",
     "portion",
     "prefetch_traces",
@@ -161,6 +163,8 @@ class PrefetchPlan:
     ttl_s: float = DEFAULT_TTL_S
     lead_s: float = DEFAULT_LEAD_S
     rebalance: bool = False
+    # When the second prefetcher of a --rebalance run starts and stops: shares of the replay.
+    rebalance_window: tuple[float, float] = (REBALANCE_START, REBALANCE_STOP)
     # The worker's prefetch budget floor, per second of trace time (the setting's default).
     budget_min_per_s: float = PrefetchSettings.model_fields["budget_min_per_s"].default
 
@@ -198,6 +202,21 @@ def parse_variants(values: Sequence[str] | None) -> tuple[str, ...]:
     if unknown := [name for name in names if name not in VARIANTS]:
         raise ValueError(f"unknown variant {unknown[0]!r}; known: {', '.join(VARIANTS)}")
     return tuple(name for name in VARIANTS if name in names) if names else VARIANTS
+
+
+def parse_window(value: str) -> tuple[float, float]:
+    """``START,STOP``: two shares of the replay, ``0 <= START < STOP <= 1``.
+
+    Raises:
+        ValueError: anything else, as one line.
+    """
+    try:
+        start, stop = (float(part) for part in value.split(","))
+    except ValueError:
+        raise ValueError(f"{value!r} is not START,STOP (two shares of the replay)") from None
+    if not 0 <= start < stop <= 1:
+        raise ValueError(f"{value!r}: START,STOP must be shares with 0 <= START < STOP <= 1")
+    return start, stop
 
 
 def _names(values: Sequence[str] | None) -> list[str]:
@@ -715,15 +734,16 @@ def _ms(value: float | None) -> float | None:
 def _second_prefetcher(
     bench: _Bench, env: Mapping[str, str], prefix: str, report: dict[str, Any]
 ) -> Callable[[float], Coroutine[Any, Any, None]]:
-    """The side task of a --rebalance run: a second prefetcher of the same app id from
-    REBALANCE_START to REBALANCE_STOP of the replay's ``duration`` (real s); fills
-    ``report`` with when it was ready and what it published."""
+    """The side task of a --rebalance run: a second prefetcher of the same app id over the
+    plan's ``rebalance_window`` of the replay's ``duration`` (real s); fills ``report`` with
+    when it was ready and what it published."""
+    start, stop = bench.plan.rebalance_window
 
     async def side(duration: float) -> None:
-        await asyncio.sleep(duration * REBALANCE_START)
+        await asyncio.sleep(duration * start)
         begun = time.perf_counter()
         child = bench.prefetcher(env, f"{prefix}-prefetcher-b")
-        window = duration * (REBALANCE_STOP - REBALANCE_START)
+        window = duration * (stop - start)
         try:
             ready = await asyncio.to_thread(_ready_within, child, window)
             report["ready_after_s"] = round(time.perf_counter() - begun, 1) if ready else None

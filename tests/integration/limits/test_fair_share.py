@@ -204,6 +204,10 @@ def test_fair_share(settings, fake_provider_factory, worker_factory, tmp_path: P
 
 QUOTA_PER_MINUTE = 20
 U_PER_ROUND = 5
+# The least time left in a quota window when T publishes: T's requests arrive, half of them
+# wait, and a refresh of the worker's gauges (every 5 s) shows them waiting before the window's
+# last second. The test waits a window's remaining time, on average 30 s plus this.
+LEAD_S = 10
 
 
 def next_minute_s(now: float) -> int:
@@ -222,9 +226,9 @@ def test_queue_on_quota_per_minute(settings, fake_provider_factory, worker_facto
         CALLSTREAM_PROVIDERS__FAKE__SHARDS="1",
         CALLSTREAM_LIMITER__QUOTAS=json.dumps(quotas),
     )
-    # T's requests must all arrive in one window with room to spare: start at least 15 s before
-    # a minute ends (quota windows are UTC-aligned), waiting for the next one if needed.
-    if next_minute_s(time.time()) - time.time() < 15:
+    # T's requests must all arrive in one window with room to spare: start at least LEAD_S
+    # before a minute ends (quota windows are UTC-aligned), waiting for the next one if needed.
+    if next_minute_s(time.time()) - time.time() < LEAD_S:
         time.sleep(next_minute_s(time.time()) - time.time() + 0.5)
     boundary_ms = next_minute_s(time.time()) * 1000
     t_requests = items(FAST, "T", 2 * QUOTA_PER_MINUTE, "t")

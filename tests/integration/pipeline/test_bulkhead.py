@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from schemas.models import RequestEvent, ResultEvent, now_ms
+from streams.cli.dev.processes import wait_worker_ready
 from streams.routing import partition_for
 from streams.sdk import CallstreamClient
 from streams.settings import ProviderSettings, Settings, TopicSettings
@@ -30,8 +32,8 @@ RATE_PER_S, TICK_S = 100, 0.1  # offered to each provider, published every TICK_
 PER_TICK = round(RATE_PER_S * TICK_S)
 # Load before the first window, the two measured windows, the pause between the switch to
 # SLOW_MS and the second window, and how long results are still read after the load stops.
-WARMUP_S, WINDOW_S, SETTLE_S, TAIL_S = 3.0, 12.0, 2.0, 2.0
-CONTROL_WINDOW_S = 10.0  # the control's windows: shorter, its effect is a collapse
+WARMUP_S, WINDOW_S, SETTLE_S, TAIL_S = 3.0, 6.0, 2.0, 2.0
+CONTROL_WINDOW_S = 5.0  # the control's windows: shorter, its effect is a collapse
 POLL_S = 0.1
 WAITS = "callstream_bulkhead_waits_total"
 
@@ -170,17 +172,25 @@ def completed(results: list[ResultEvent], from_ms: int, to_ms: int) -> int:
 
 
 def start(
-    fake_provider_factory, worker_factory, tmp_path: Path, settings: Settings, p_bulkhead: int
+    fake_provider_factory,
+    worker_factory,
+    tmp_path: Path,
+    settings: Settings,
+    p_bulkhead: int,
+    *,
+    wait: bool = True,
 ):
-    """Two fakes at FAST_MS and a worker serving P (on the first) and Q (on the second)."""
-    p_fake = fake_provider_factory("--latency-ms", str(FAST_MS))
-    q_fake = fake_provider_factory("--latency-ms", str(FAST_MS))
+    """Two fakes at FAST_MS and a worker serving P (on the first) and Q (on the second),
+    ready on return if ``wait``."""
+    with ThreadPoolExecutor(2) as pool:  # each start waits for its fake to answer: overlap them
+        p_fake, q_fake = pool.map(fake_provider_factory, ["--latency-ms"] * 2, [str(FAST_MS)] * 2)
     spec_dir = tmp_path / f"provider_files_{settings.app_id}"
     spec_dir.mkdir()
     (spec_dir / f"{Q}.toml").write_text(Q_SPEC.format(url=q_fake.url))
     worker = worker_factory(
         p_fake.url,
         name=f"worker-{settings.app_id}",
+        wait=wait,
         CALLSTREAM_APP_ID=settings.app_id,
         CALLSTREAM_TOPICS__REQUESTS=settings.topics.requests,
         CALLSTREAM_TOPICS__RESULTS=settings.topics.results,
@@ -224,7 +234,18 @@ def test_a_provider_whose_latency_balloons_holds_only_its_bulkhead(
     # Apart, so that P's backlog can pause only its own partition (issue 20), never Q's.
     assert partition_for(P.encode(), partitions) != partition_for(Q.encode(), partitions)
 
-    p_fake, worker = start(fake_provider_factory, worker_factory, tmp_path, settings, P_BULKHEAD)
+    control_settings = both_providers(settings, app_id=f"{settings.app_id}-control")
+    # The control's fakes and worker start with the first run's, for the suite's time; that
+    # worker then idles on its own topics until its turn.
+    p_fake, worker = start(
+        fake_provider_factory, worker_factory, tmp_path, settings, P_BULKHEAD, wait=False
+    )
+    control_p_fake, control_worker = start(
+        fake_provider_factory, worker_factory, tmp_path, control_settings, MAX_IN_FLIGHT, wait=False
+    )
+    wait_worker_ready(worker, timeout_s=90)
+    wait_worker_ready(control_worker, timeout_s=90)
+
     f = asyncio.run(balloon(settings, p_fake.url, worker.url, WINDOW_S))
     report("with the bulkhead", f, P_BULKHEAD)
     # Q kept its throughput, within 10% of the first window, every result ok.
@@ -237,14 +258,16 @@ def test_a_provider_whose_latency_balloons_holds_only_its_bulkhead(
     assert f.p_at_once_during == P_BULKHEAD, "P's bulkhead was not full: nothing was tested"
     assert f.p_calls_during <= P_BULKHEAD * (WINDOW_S * 1000 / SLOW_MS + 1)
     assert f.waits_during > f.waits_before
-    worker.stop()  # its P calls in flight end within SLOW_MS; those still waiting are dropped
+    # P's fake first: its calls in flight then fail at once instead of lasting SLOW_MS, and the
+    # worker stops without waiting for them (those still waiting are dropped).
+    p_fake.kill()
+    worker.stop()
 
     # The control: the same run, with P's bulkhead as large as max_in_flight (none, in effect).
-    control_settings = both_providers(settings, app_id=f"{settings.app_id}-control")
-    p_fake, worker = start(
-        fake_provider_factory, worker_factory, tmp_path, control_settings, MAX_IN_FLIGHT
+    control = asyncio.run(
+        balloon(control_settings, control_p_fake.url, control_worker.url, CONTROL_WINDOW_S)
     )
-    control = asyncio.run(balloon(control_settings, p_fake.url, worker.url, CONTROL_WINDOW_S))
+    control_p_fake.kill()  # as above, for the teardown's stop of this worker
     report("control, without a bulkhead", control, MAX_IN_FLIGHT)
 
     # Without it, P takes (nearly) every slot and Q's throughput collapses.

@@ -27,6 +27,7 @@ from streams.cli.dev.prefetch_bench import (
     extra_calls_pct,
     metric_by_label,
     parse_variants,
+    parse_window,
     peak,
     portion,
     prefetch_traces,
@@ -90,6 +91,20 @@ def test_variants_in_report_order_and_unknown_ones_named():
     assert parse_variants(["model,ttl"]) == ("ttl", "model")
     with pytest.raises(ValueError, match=r"unknown variant 'lru'; known: ttl, rule, model"):
         parse_variants(["rule", "lru"])
+
+
+def test_the_rebalance_window_is_two_ordered_shares_of_the_replay():
+    assert parse_window("0.5,0.85") == (0.5, 0.85)
+    assert parse_window("0,1") == (0.0, 1.0)
+    for bad in ("0.5", "a,b", "0.9,0.5", "0.2,1.5", "-0.1,0.5"):
+        with pytest.raises(ValueError, match=r"START,STOP"):
+            parse_window(bad)
+    assert PrefetchPlan().rebalance_window == (0.5, 0.85)
+
+
+def test_a_bad_rebalance_window_is_one_line_and_exit_2(capsys):
+    assert main(["bench", "prefetch", "--rebalance", "--rebalance-window", "0.9,0.1"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_the_default_plan_compresses_ttl_and_lead_alike_and_passes():
