@@ -118,7 +118,10 @@ def open_test_broker() -> Iterator[tuple[str, str]]:
     if docker_ok:
         docker_reason = "a Docker engine answers but testcontainers is not installed"
     logger.info("Not using Docker for the test broker: %s", docker_reason)
-    with KafkaCluster(nodes=1) as cluster:
+    # 1 GiB, not the launcher's 256 MiB: a whole suite creates a few thousand partitions, and
+    # the session broker once went away late in a run (every later test: connection refused;
+    # its log went with its data directory, so the heap is a guess, and a cheap one).
+    with KafkaCluster(nodes=1, heap="1g") as cluster:
         yield (
             cluster.bootstrap_servers,
             f"Apache Kafka {KAFKA_VERSION} from infra (1 node, data in {cluster.data_dir}; "
