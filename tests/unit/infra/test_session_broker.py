@@ -28,8 +28,8 @@ class _FakeCluster:
     bootstrap_servers = "127.0.0.1:1"
     data_dir = "/tmp/fake"
 
-    def __init__(self, nodes: int) -> None:
-        assert nodes == 1
+    def __init__(self, nodes: int, heap: str) -> None:
+        assert (nodes, heap) == (1, "1g")
 
     def __enter__(self) -> _FakeCluster:
         return self
