@@ -398,6 +398,13 @@ class StageLoop:
             outcome = await self._handler.handle(source)
         except Exception as exc:
             if self._no_return.cancelled_before_call():  # never called: the next owner's
+                log.warning(
+                    "error while revoked %s[%d]@%d unwound, left to the next owner: %r",
+                    source.topic,
+                    source.partition,
+                    source.offset,
+                    exc,
+                )
                 raise asyncio.CancelledError from exc
             log.exception(
                 "handler failed on %s[%d]@%d", source.topic, source.partition, source.offset
